@@ -1,0 +1,190 @@
+//! Configuration: one typed struct, read once from the environment at start-up,
+//! with defaults that make a local run work untouched (SPEC section 5).
+
+use anyhow::{Context as _, bail};
+use baedal_workflows::{Context, Queues, Timeouts};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: String,
+    pub temporal_address: String,
+    pub temporal_namespace: String,
+    /// Prefix for every task queue, so several stacks can share one namespace.
+    pub task_queue_prefix: String,
+    pub database: DatabaseUrl,
+    pub payment_gateway_url: String,
+    pub payment_timeout: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+    pub notify_webhook_url: Option<String>,
+    pub shop_accept_timeout: Duration,
+    pub rider_offer_timeout: Duration,
+    pub rider_search_timeout: Duration,
+    pub contexts: Vec<Context>,
+    /// How many demo riders are seeded (rider1..riderN); the benchmark raises it.
+    pub demo_riders: u32,
+    pub token_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseUrl {
+    /// One SQLite file per context in this directory.
+    SqliteDir(String),
+    /// One schema per context in this Postgres database.
+    Postgres(String),
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let dur = |key: &str, default: &str| -> anyhow::Result<Duration> {
+            let raw = get(key).unwrap_or_else(|| default.to_string());
+            humantime::parse_duration(raw.trim())
+                .with_context(|| format!("{key}={raw:?} is not a duration like 30s or 5m"))
+        };
+        let num = |key: &str, default: u64| -> anyhow::Result<u64> {
+            match get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{key}={v:?} is not a whole number")),
+            }
+        };
+        let contexts = match get("BAEDAL_CONTEXTS") {
+            None => Context::ALL.to_vec(),
+            Some(list) => parse_contexts(&list)?,
+        };
+        Ok(Config {
+            http_addr: get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            temporal_address: get("TEMPORAL_ADDRESS").unwrap_or_else(|| "127.0.0.1:7233".into()),
+            temporal_namespace: get("TEMPORAL_NAMESPACE").unwrap_or_else(|| "default".into()),
+            task_queue_prefix: get("BAEDAL_TASK_QUEUE_PREFIX").unwrap_or_default(),
+            database: DatabaseUrl::parse(get("DATABASE_URL").as_deref())?,
+            payment_gateway_url: get("PAYMENT_GATEWAY_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:8090".into())
+                .trim_end_matches('/')
+                .to_string(),
+            payment_timeout: Duration::from_millis(num("PAYMENT_TIMEOUT_MS", 1000)?),
+            breaker_failures: num("PAYMENT_BREAKER_FAILURES", 5)?.max(1) as u32,
+            breaker_cooldown: dur("PAYMENT_BREAKER_COOLDOWN", "10s")?,
+            notify_webhook_url: get("NOTIFY_WEBHOOK_URL"),
+            shop_accept_timeout: dur("SHOP_ACCEPT_TIMEOUT", "3m")?,
+            rider_offer_timeout: dur("RIDER_OFFER_TIMEOUT", "30s")?,
+            rider_search_timeout: dur("RIDER_SEARCH_TIMEOUT", "5m")?,
+            contexts,
+            demo_riders: num("BAEDAL_DEMO_RIDERS", 6)?.clamp(1, 10_000) as u32,
+            token_ttl: dur("AUTH_TOKEN_TTL", "12h")?,
+        })
+    }
+
+    pub fn queues(&self) -> Queues {
+        Queues::with_prefix(&self.task_queue_prefix)
+    }
+
+    pub fn workflow_queue(&self) -> String {
+        format!(
+            "{}{}",
+            self.task_queue_prefix,
+            baedal_workflows::ORDER_FULFILLMENT_QUEUE
+        )
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            payment_ms: self.payment_timeout.as_millis() as u64,
+            shop_accept_ms: self.shop_accept_timeout.as_millis() as u64,
+            rider_offer_ms: self.rider_offer_timeout.as_millis() as u64,
+            rider_search_ms: self.rider_search_timeout.as_millis() as u64,
+        }
+    }
+
+    pub fn temporal_url(&self) -> String {
+        if self.temporal_address.contains("://") {
+            self.temporal_address.clone()
+        } else {
+            format!("http://{}", self.temporal_address)
+        }
+    }
+}
+
+pub fn parse_contexts(list: &str) -> anyhow::Result<Vec<Context>> {
+    let mut out = Vec::new();
+    for part in list.split(',').filter(|p| !p.trim().is_empty()) {
+        let c = Context::parse(part).map_err(anyhow::Error::msg)?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        bail!("no context named in {list:?}");
+    }
+    Ok(out)
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: Option<&str>) -> anyhow::Result<Self> {
+        match raw {
+            None => Ok(DatabaseUrl::SqliteDir("./data".into())),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(DatabaseUrl::Postgres(u.to_string()))
+            }
+            Some(u) if u.starts_with("sqlite:") => {
+                let dir = u.trim_start_matches("sqlite:").trim_start_matches("//");
+                Ok(DatabaseUrl::SqliteDir(if dir.is_empty() { "./data".into() } else { dir.into() }))
+            }
+            Some(u) => bail!(
+                "DATABASE_URL={u:?}: expected sqlite:<directory> (one file per context) or postgres://…"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_make_a_local_run_work() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:8080");
+        assert_eq!(c.database, DatabaseUrl::SqliteDir("./data".into()));
+        assert_eq!(c.payment_timeout, Duration::from_millis(1000));
+        assert_eq!(c.contexts.len(), 5);
+    }
+
+    #[test]
+    fn durations_and_contexts_parse() {
+        let c = cfg(&[
+            ("SHOP_ACCEPT_TIMEOUT", "2s"),
+            ("RIDER_SEARCH_TIMEOUT", "5m"),
+            ("BAEDAL_CONTEXTS", "order, payment"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1/test"),
+        ])
+        .unwrap();
+        assert_eq!(c.shop_accept_timeout, Duration::from_secs(2));
+        assert_eq!(c.rider_search_timeout, Duration::from_secs(300));
+        assert_eq!(c.contexts, vec![Context::Order, Context::Payment]);
+        assert!(matches!(c.database, DatabaseUrl::Postgres(_)));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_variable_named() {
+        let e = cfg(&[("SHOP_ACCEPT_TIMEOUT", "soon")]).unwrap_err();
+        assert!(e.to_string().contains("SHOP_ACCEPT_TIMEOUT"));
+        let e = cfg(&[("BAEDAL_CONTEXTS", "order,kitchen")]).unwrap_err();
+        assert!(e.to_string().contains("kitchen"));
+        assert!(cfg(&[("DATABASE_URL", "mysql://x")]).is_err());
+    }
+}

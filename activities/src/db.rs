@@ -1,0 +1,79 @@
+//! One database per context: a SQLite file each under the data directory, or a
+//! Postgres schema each. Queries use `$1` placeholders and plain types so the
+//! same SQL runs on both through sqlx's `Any` driver.
+
+use crate::config::DatabaseUrl;
+use anyhow::Context as _;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+pub type Db = AnyPool;
+
+/// Opens (creating if needed) the named context's database and migrates it.
+pub async fn open(url: &DatabaseUrl, context: &str, migrator: &Migrator) -> anyhow::Result<Db> {
+    install_default_drivers();
+    let pool = match url {
+        DatabaseUrl::SqliteDir(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+            let url = format!("sqlite://{dir}/{context}.db?mode=rwc");
+            AnyPoolOptions::new()
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // API and workers are separate processes sharing the file.
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .with_context(|| format!("opening {url}"))?
+        }
+        DatabaseUrl::Postgres(base) => {
+            let schema = format!("baedal_{context}");
+            let admin = AnyPoolOptions::new().max_connections(1).connect(base).await?;
+            // Two processes starting at once may race to create the schema.
+            let _ = admin
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await;
+            admin.close().await;
+            let set_path = format!("SET search_path TO {schema}");
+            AnyPoolOptions::new()
+                .max_connections(10)
+                .after_connect(move |conn, _| {
+                    let set_path = set_path.clone();
+                    Box::pin(async move {
+                        conn.execute(set_path.as_str()).await?;
+                        Ok(())
+                    })
+                })
+                .connect(base)
+                .await
+                .with_context(|| format!("opening Postgres schema {schema}"))?
+        }
+    };
+    if let DatabaseUrl::SqliteDir(_) = url {
+        pool.execute("PRAGMA journal_mode = WAL").await?;
+    }
+    migrate(&pool, context, migrator).await?;
+    Ok(pool)
+}
+
+/// The API and the workers migrate on start; when they race, the loser retries.
+async fn migrate(pool: &Db, context: &str, migrator: &Migrator) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing::debug!(context, error = %e, "migration raced, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("migrating the {context} database")),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Delivery context: riders' positions and availability, offers, the atomic
+//! assignment (a rider carries one delivery at a time), and the rider's read
+//! model, DeliveryInfo.
+
+use crate::db::Db;
+use crate::geo::distance_m;
+use crate::time::{now_ms, rfc3339};
+use baedal_workflows::activities::def;
+use baedal_workflows::{OfferMade, OfferRequest, OrderSnapshot, OrderStatus, RiderOrder, ShopRef};
+use serde_json::json;
+use sqlx::FromRow;
+use std::sync::Arc;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/delivery");
+
+/// Demo riders stand north of the first shop, each ~300 m further than the last.
+pub async fn seed_demo(db: &Db, riders: u32) -> anyhow::Result<()> {
+    let now = now_ms();
+    for i in 1..=riders {
+        let lat = 37.4979 + 0.0027 * f64::from(i);
+        sqlx::query(
+            "INSERT INTO riders (id, lat, lon, available, current_order, updated_at)
+             VALUES ($1, $2, $3, 1, NULL, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(format!("rider{i}"))
+        .bind(lat)
+        .bind(127.0276)
+        .bind(now)
+        .execute(db)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn report_location(db: &Db, rider: &str, lat: f64, lon: f64, available: bool) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO riders (id, lat, lon, available, current_order, updated_at)
+         VALUES ($1, $2, $3, $4, NULL, $5)
+         ON CONFLICT (id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon,
+             available = excluded.available, updated_at = excluded.updated_at",
+    )
+    .bind(rider)
+    .bind(lat)
+    .bind(lon)
+    .bind(i64::from(available))
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct OfferRow {
+    order_id: String,
+    shop: String,
+    distance_m: i64,
+    expires_at: i64,
+}
+
+/// Live offers made to a rider.
+pub async fn offers_for(db: &Db, rider: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows: Vec<OfferRow> = sqlx::query_as(
+        "SELECT order_id, shop, distance_m, expires_at FROM offers WHERE rider_id = $1 AND expires_at > $2",
+    )
+    .bind(rider)
+    .bind(now_ms())
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let shop: serde_json::Value = serde_json::from_str(&r.shop)?;
+            Ok(json!({"orderId": r.order_id, "shop": shop, "distanceM": r.distance_m, "expiresAt": rfc3339(r.expires_at)}))
+        })
+        .collect()
+}
+
+/// Whether this rider holds a live offer for this order right now.
+pub async fn has_live_offer(db: &Db, rider: &str, order_id: &str) -> anyhow::Result<bool> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT order_id FROM offers WHERE rider_id = $1 AND order_id = $2 AND expires_at > $3",
+    )
+    .bind(rider)
+    .bind(order_id)
+    .bind(now_ms())
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
+}
+
+pub async fn deliveries_for(db: &Db, rider: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT doc FROM delivery_info WHERE rider_id = $1 ORDER BY updated_at DESC, order_id",
+    )
+    .bind(rider)
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(|(d,)| Ok(serde_json::from_str(&d)?)).collect()
+}
+
+pub async fn find_delivery(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT rider_id, doc FROM delivery_info WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(db)
+            .await?;
+    row.map(|(r, d)| Ok((r, serde_json::from_str(&d)?))).transpose()
+}
+
+/// The rider's view of a delivery.
+pub fn delivery_info(o: &OrderSnapshot) -> serde_json::Value {
+    json!({
+        "orderId": o.order_id,
+        "status": o.status,
+        "shop": o.shop,
+        "address": o.address,
+        "phone": o.phone,
+        "items": o.items,
+        "readyAt": o.ready_at.map(rfc3339),
+        "ready": o.ready,
+    })
+}
+
+#[derive(FromRow)]
+struct Candidate {
+    id: String,
+    lat: f64,
+    lon: f64,
+}
+
+pub struct DeliveryContext {
+    pub db: Db,
+}
+
+#[activities]
+impl DeliveryContext {
+    /// Offers the order to the nearest free rider not excluded. One live offer per
+    /// rider and per order (unique keys), so concurrent dispatchers never double-book.
+    #[activity(definition = def::DeliveryOfferNearest)]
+    pub async fn offer_nearest(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        req: OfferRequest,
+    ) -> Result<Option<OfferMade>, ActivityError> {
+        // A retry of this activity finds the offer its first attempt made.
+        let existing: Option<(String, i64)> =
+            sqlx::query_as("SELECT rider_id, distance_m FROM offers WHERE order_id = $1")
+                .bind(&req.order_id)
+                .fetch_optional(&self.db)
+                .await?;
+        if let Some((rider_id, distance_m)) = existing {
+            return Ok(Some(OfferMade { rider_id, distance_m }));
+        }
+        let free: Vec<Candidate> = sqlx::query_as(
+            "SELECT id, lat, lon FROM riders
+             WHERE available = 1 AND current_order IS NULL
+               AND id NOT IN (SELECT rider_id FROM offers WHERE expires_at > $1)",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.db)
+        .await?;
+        let mut ranked: Vec<(f64, Candidate)> = free
+            .into_iter()
+            .filter(|c| !req.exclude.contains(&c.id))
+            .map(|c| (distance_m(req.shop.lat, req.shop.lon, c.lat, c.lon), c))
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        let shop = shop_json(&req.shop);
+        for (dist, c) in ranked {
+            // Lapsed offers of this rider make room first.
+            sqlx::query("DELETE FROM offers WHERE rider_id = $1 AND expires_at <= $2")
+                .bind(&c.id)
+                .bind(now_ms())
+                .execute(&self.db)
+                .await?;
+            let taken = sqlx::query(
+                "INSERT INTO offers (order_id, rider_id, shop, distance_m, expires_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&req.order_id)
+            .bind(&c.id)
+            .bind(&shop)
+            .bind(dist.round() as i64)
+            .bind(req.expires_at)
+            .execute(&self.db)
+            .await?
+            .rows_affected();
+            if taken == 1 {
+                tracing::info!(order_id = %req.order_id, rider = %c.id, distance_m = dist.round(), "offered");
+                return Ok(Some(OfferMade {
+                    rider_id: c.id,
+                    distance_m: dist.round() as i64,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    #[activity(definition = def::DeliveryWithdrawOffer)]
+    pub async fn withdraw_offer(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        req: RiderOrder,
+    ) -> Result<(), ActivityError> {
+        sqlx::query("DELETE FROM offers WHERE order_id = $1 AND rider_id = $2")
+            .bind(&req.order_id)
+            .bind(&req.rider_id)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The one statement that gives a rider a delivery: only if they carry none.
+    #[activity(definition = def::DeliveryAssign)]
+    pub async fn assign(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        req: RiderOrder,
+    ) -> Result<bool, ActivityError> {
+        let mut tx = self.db.begin().await?;
+        let won = sqlx::query(
+            "UPDATE riders SET current_order = $1, updated_at = $2
+             WHERE id = $3 AND (current_order IS NULL OR current_order = $1)",
+        )
+        .bind(&req.order_id)
+        .bind(now_ms())
+        .bind(&req.rider_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query("DELETE FROM offers WHERE order_id = $1 AND rider_id = $2")
+            .bind(&req.order_id)
+            .bind(&req.rider_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(won)
+    }
+
+    /// Writes the newest DeliveryInfo; a delivered order frees its rider.
+    #[activity(definition = def::DeliveryProject)]
+    pub async fn project(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        order: OrderSnapshot,
+    ) -> Result<(), ActivityError> {
+        let Some(rider) = order.rider.as_ref() else {
+            return Ok(());
+        };
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_info (order_id, rider_id, status, doc, version, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+                 version = excluded.version, updated_at = excluded.updated_at
+             WHERE delivery_info.version < excluded.version",
+        )
+        .bind(&order.order_id)
+        .bind(&rider.id)
+        .bind(order.status.as_str())
+        .bind(delivery_info(&order).to_string())
+        .bind(order.version as i64)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if order.status.is_terminal() {
+            sqlx::query("UPDATE riders SET current_order = NULL WHERE id = $1 AND current_order = $2")
+                .bind(&rider.id)
+                .bind(&order.order_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if order.status == OrderStatus::Delivered {
+            tracing::info!(order_id = %order.order_id, rider = %rider.id, "delivered; rider free");
+        }
+        Ok(())
+    }
+}
+
+fn shop_json(s: &ShopRef) -> String {
+    json!({"id": s.id, "name": s.name, "lat": s.lat, "lon": s.lon}).to_string()
+}

@@ -1,0 +1,218 @@
+//! Notification context: one KakaoTalk-style message per status change and
+//! recipient, kept in the feed and, when `NOTIFY_WEBHOOK_URL` is set, posted
+//! there by a relay that retries until accepted (at least once, with a dedupe key).
+
+use crate::db::Db;
+use crate::time::{now_ms, rfc3339};
+use baedal_workflows::activities::def;
+use baedal_workflows::{Announcement, OrderSnapshot, OrderStatus};
+use serde_json::json;
+use sqlx::FromRow;
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/notification");
+
+/// Who hears of a status: the customer and the shop always, the rider once assigned.
+pub fn recipients(o: &OrderSnapshot, status: OrderStatus) -> Vec<String> {
+    let mut to = vec![o.customer_id.clone(), o.owner_id.clone()];
+    let rider_involved = matches!(
+        status,
+        OrderStatus::RiderAssigned
+            | OrderStatus::DeliveryStarted
+            | OrderStatus::PickedUp
+            | OrderStatus::Delivered
+    );
+    if let (true, Some(r)) = (rider_involved, o.rider.as_ref()) {
+        to.push(r.id.clone());
+    }
+    to
+}
+
+pub fn message(o: &OrderSnapshot, status: OrderStatus) -> String {
+    let shop = &o.shop.name;
+    let total = format_krw(o.total);
+    let what = match status {
+        OrderStatus::Paid => format!("주문이 결제되었습니다 ({total}). Order paid."),
+        OrderStatus::Accepted => match o.ready_at {
+            Some(t) => format!("가게가 주문을 수락했습니다. 조리 완료 예정 {}. Accepted, ready at {}.", rfc3339(t), rfc3339(t)),
+            None => "가게가 주문을 수락했습니다. Accepted.".to_string(),
+        },
+        OrderStatus::RiderAssigned => "라이더가 배정되었습니다. Rider assigned.".to_string(),
+        OrderStatus::DeliveryStarted => "배달이 시작되었습니다. Delivery started.".to_string(),
+        OrderStatus::PickedUp => "라이더가 음식을 픽업했습니다. Picked up.".to_string(),
+        OrderStatus::Delivered => "배달이 완료되었습니다. Delivered.".to_string(),
+        OrderStatus::Rejected => format!(
+            "주문이 거절되었습니다 ({}). {total} 환불. Rejected, refunded.",
+            o.reason.as_deref().unwrap_or("-")
+        ),
+        OrderStatus::Cancelled => format!(
+            "주문이 취소되었습니다 ({}). {total} 환불. Cancelled, refunded.",
+            o.reason.as_deref().unwrap_or("-")
+        ),
+    };
+    format!("[배달 baedal] {shop} #{}: {what}", short_id(&o.order_id))
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+fn format_krw(v: i64) -> String {
+    let digits = v.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{}{out}원", if v < 0 { "-" } else { "" })
+}
+
+#[derive(FromRow)]
+struct FeedRow {
+    order_id: String,
+    status: String,
+    text: String,
+    at: i64,
+}
+
+pub async fn feed(db: &Db, recipient: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows: Vec<FeedRow> = sqlx::query_as(
+        "SELECT order_id, status, text, at FROM notifications WHERE recipient = $1 ORDER BY at, seq",
+    )
+    .bind(recipient)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| json!({"orderId": r.order_id, "status": r.status, "text": r.text, "at": rfc3339(r.at)}))
+        .collect())
+}
+
+pub struct NotificationContext {
+    pub db: Db,
+    pub webhook: Option<String>,
+}
+
+#[activities]
+impl NotificationContext {
+    /// Feed rows and outbox rows in one transaction; repeats are ignored by key.
+    #[activity(definition = def::NotificationAnnounce)]
+    pub async fn announce(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        batch: Announcement,
+    ) -> Result<(), ActivityError> {
+        let o = &batch.order;
+        let mut tx = self.db.begin().await?;
+        for change in &batch.changes {
+            let seq = o.history.iter().position(|h| h == change).unwrap_or(0) as i64;
+            let text = message(o, change.status);
+            for to in recipients(o, change.status) {
+                let key = format!("{}:{}:{}", o.order_id, change.status, to);
+                sqlx::query(
+                    "INSERT INTO notifications (dedupe_key, recipient, order_id, status, text, at, seq)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
+                )
+                .bind(&key)
+                .bind(&to)
+                .bind(&o.order_id)
+                .bind(change.status.as_str())
+                .bind(&text)
+                .bind(change.at)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+                if self.webhook.is_some() {
+                    let payload = json!({"to": to, "orderId": o.order_id, "status": change.status, "text": text, "dedupeKey": key});
+                    sqlx::query(
+                        "INSERT INTO outbox (dedupe_key, payload, attempts, next_attempt_at, delivered_at)
+                         VALUES ($1, $2, 0, 0, NULL) ON CONFLICT (dedupe_key) DO NOTHING",
+                    )
+                    .bind(&key)
+                    .bind(payload.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[derive(FromRow)]
+struct OutboxRow {
+    dedupe_key: String,
+    payload: String,
+    attempts: i64,
+}
+
+/// Posts due outbox rows to the webhook until each is accepted (2xx); backs off
+/// per row on failure. Runs in every notification worker; the receiver dedupes.
+pub async fn run_relay(db: Db, url: String, stop: tokio::sync::watch::Receiver<bool>) {
+    let http = reqwest::Client::new();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let due: Result<Vec<OutboxRow>, _> = sqlx::query_as(
+            "SELECT dedupe_key, payload, attempts FROM outbox
+             WHERE delivered_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, dedupe_key LIMIT 100",
+        )
+        .bind(now_ms())
+        .fetch_all(&db)
+        .await;
+        let due = due.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the outbox");
+            Vec::new()
+        });
+        let idle = due.is_empty();
+        for row in due {
+            let sent = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .timeout(Duration::from_secs(5))
+                .body(row.payload.clone())
+                .send()
+                .await;
+            let ok = matches!(&sent, Ok(r) if r.status().is_success());
+            let result = if ok {
+                sqlx::query("UPDATE outbox SET delivered_at = $1 WHERE dedupe_key = $2")
+                    .bind(now_ms())
+                    .bind(&row.dedupe_key)
+                    .execute(&db)
+                    .await
+            } else {
+                let backoff = (200i64 << row.attempts.min(8)).min(30_000);
+                sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 WHERE dedupe_key = $2")
+                    .bind(now_ms() + backoff)
+                    .bind(&row.dedupe_key)
+                    .execute(&db)
+                    .await
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "updating the outbox");
+            }
+        }
+        if idle {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_krw;
+
+    #[test]
+    fn won_amounts_group_thousands() {
+        assert_eq!(format_krw(39000), "39,000원");
+        assert_eq!(format_krw(500), "500원");
+        assert_eq!(format_krw(1234567), "1,234,567원");
+    }
+}

@@ -1,0 +1,130 @@
+//! Order context: the customer's read model (OrderInfo) and placement keys.
+//! Its activity runs as a local activity beside the workflow it serves.
+
+use crate::db::Db;
+use crate::time::{now_ms, rfc3339};
+use baedal_workflows::OrderSnapshot;
+use baedal_workflows::activities::def;
+use serde_json::json;
+use std::sync::Arc;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/order");
+
+/// The customer's view of one order.
+pub fn order_info(o: &OrderSnapshot) -> serde_json::Value {
+    json!({
+        "orderId": o.order_id,
+        "shopId": o.shop.id,
+        "shopName": o.shop.name,
+        "status": o.status,
+        "items": o.items,
+        "total": o.total,
+        "address": o.address,
+        "readyAt": o.ready_at.map(rfc3339),
+        "rider": o.rider,
+        "refund": o.refund,
+        "reason": o.reason,
+        "history": o.history.iter().map(|h| json!({"status": h.status, "at": rfc3339(h.at)})).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn list_for_customer(db: &Db, customer_id: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT doc FROM order_info WHERE customer_id = $1 ORDER BY placed_at DESC, order_id",
+    )
+    .bind(customer_id)
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(|(d,)| Ok(serde_json::from_str(&d)?)).collect()
+}
+
+/// One order with its owner (customer id), for the tenant check.
+pub async fn find(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT customer_id, doc FROM order_info WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(db)
+            .await?;
+    row.map(|(c, d)| Ok((c, serde_json::from_str(&d)?))).transpose()
+}
+
+pub enum Placement {
+    /// First use of this key: place the order under this id.
+    New,
+    /// The key was used before with the same body: the same order.
+    Existing(String),
+    /// The key was used before with another body.
+    Conflict,
+}
+
+/// Claims an idempotency key for a placement (atomic: the first claim wins).
+pub async fn claim_key(
+    db: &Db,
+    customer_id: &str,
+    key: &str,
+    body_hash: &str,
+    order_id: &str,
+) -> anyhow::Result<Placement> {
+    let inserted = sqlx::query(
+        "INSERT INTO placements (customer_id, idempotency_key, body_hash, order_id, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
+    )
+    .bind(customer_id)
+    .bind(key)
+    .bind(body_hash)
+    .bind(order_id)
+    .bind(now_ms())
+    .execute(db)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Placement::New);
+    }
+    let (hash, existing): (String, String) = sqlx::query_as(
+        "SELECT body_hash, order_id FROM placements WHERE customer_id = $1 AND idempotency_key = $2",
+    )
+    .bind(customer_id)
+    .bind(key)
+    .fetch_one(db)
+    .await?;
+    Ok(if hash == body_hash {
+        Placement::Existing(existing)
+    } else {
+        Placement::Conflict
+    })
+}
+
+pub struct OrderContext {
+    pub db: Db,
+}
+
+#[activities]
+impl OrderContext {
+    #[activity(definition = def::OrderProject)]
+    pub async fn project(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        order: OrderSnapshot,
+    ) -> Result<(), ActivityError> {
+        let placed_at = order.history.first().map_or(0, |h| h.at);
+        sqlx::query(
+            "INSERT INTO order_info (order_id, customer_id, shop_id, status, doc, version, placed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+                 version = excluded.version
+             WHERE order_info.version < excluded.version",
+        )
+        .bind(&order.order_id)
+        .bind(&order.customer_id)
+        .bind(&order.shop.id)
+        .bind(order.status.as_str())
+        .bind(order_info(&order).to_string())
+        .bind(order.version as i64)
+        .bind(placed_at)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! Shop context: the catalogue (shops, menus) and the owner's read model, OrderDtl.
+
+use crate::db::Db;
+use crate::time::rfc3339;
+use baedal_workflows::OrderSnapshot;
+use baedal_workflows::activities::def;
+use serde::Serialize;
+use serde_json::json;
+use sqlx::FromRow;
+use std::sync::Arc;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/shop");
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Shop {
+    pub id: String,
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(skip)]
+    pub owner_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct MenuItem {
+    pub id: String,
+    pub name: String,
+    pub price: i64,
+}
+
+pub async fn list_shops(db: &Db) -> anyhow::Result<Vec<Shop>> {
+    Ok(
+        sqlx::query_as("SELECT id, name, lat, lon, owner_id FROM shops ORDER BY position, id")
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+pub async fn find_shop(db: &Db, id: &str) -> anyhow::Result<Option<Shop>> {
+    Ok(
+        sqlx::query_as("SELECT id, name, lat, lon, owner_id FROM shops WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+pub async fn menu(db: &Db, shop_id: &str) -> anyhow::Result<Vec<MenuItem>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, price FROM menu_items WHERE shop_id = $1 ORDER BY position, id",
+    )
+    .bind(shop_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// The owner's view of one order.
+pub fn order_dtl(o: &OrderSnapshot) -> serde_json::Value {
+    json!({
+        "orderId": o.order_id,
+        "shopId": o.shop.id,
+        "status": o.status,
+        "items": o.items,
+        "total": o.total,
+        "address": o.address,
+        "phone": o.phone,
+        "readyAt": o.ready_at.map(rfc3339),
+        "ready": o.ready,
+        "reason": o.reason,
+        "rider": o.rider,
+        "placedAt": o.history.first().map(|h| rfc3339(h.at)),
+    })
+}
+
+pub async fn list_orders(
+    db: &Db,
+    shop_id: &str,
+    status: Option<&str>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows: Vec<(String,)> = match status {
+        Some(st) => {
+            sqlx::query_as(
+                "SELECT doc FROM order_dtl WHERE shop_id = $1 AND status = $2 ORDER BY placed_at, order_id",
+            )
+            .bind(shop_id)
+            .bind(st)
+            .fetch_all(db)
+            .await?
+        }
+        None => {
+            sqlx::query_as("SELECT doc FROM order_dtl WHERE shop_id = $1 ORDER BY placed_at, order_id")
+                .bind(shop_id)
+                .fetch_all(db)
+                .await?
+        }
+    };
+    rows.into_iter()
+        .map(|(doc,)| Ok(serde_json::from_str(&doc)?))
+        .collect()
+}
+
+pub async fn find_order(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT shop_id, doc FROM order_dtl WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(db)
+            .await?;
+    row.map(|(shop, doc)| Ok((shop, serde_json::from_str(&doc)?)))
+        .transpose()
+}
+
+pub struct ShopContext {
+    pub db: Db,
+}
+
+#[activities]
+impl ShopContext {
+    /// Writes the newest OrderDtl; an older or repeated version changes nothing.
+    #[activity(definition = def::ShopProject)]
+    pub async fn project(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        order: OrderSnapshot,
+    ) -> Result<(), ActivityError> {
+        let placed_at = order.history.first().map_or(0, |h| h.at);
+        sqlx::query(
+            "INSERT INTO order_dtl (order_id, shop_id, status, doc, version, placed_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+                 version = excluded.version
+             WHERE order_dtl.version < excluded.version",
+        )
+        .bind(&order.order_id)
+        .bind(&order.shop.id)
+        .bind(order.status.as_str())
+        .bind(order_dtl(&order).to_string())
+        .bind(order.version as i64)
+        .bind(placed_at)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! Worker host: one Temporal worker per context it is told to run, each polling
+//! that context's task queue. The `order` context also hosts the workflow (and
+//! the order read model's local activity, which must live beside it).
+
+use anyhow::Context as _;
+use baedal_activities::config::Config;
+use baedal_activities::{db, delivery, identity, notification, order, payment, shop};
+use baedal_workflows::{Context, OrderFulfillment};
+use std::future::Future;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+/// Connects to Temporal with the configured address and namespace.
+pub async fn connect(cfg: &Config) -> anyhow::Result<Client> {
+    let url = url::Url::parse(&cfg.temporal_url())
+        .with_context(|| format!("TEMPORAL_ADDRESS={:?}", cfg.temporal_address))?;
+    let conn = Connection::connect(ConnectionOptions::new(url).identity(format!("baedal@{}", std::process::id())).build())
+        .await
+        .with_context(|| format!("connecting to Temporal at {}", cfg.temporal_address))?;
+    Ok(Client::new(conn, ClientOptions::new(cfg.temporal_namespace.clone()).build())?)
+}
+
+/// Runs the named contexts' workers until `shutdown` resolves, then drains them.
+pub async fn run(cfg: Config, contexts: &[Context], shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let client = connect(&cfg).await?;
+    let mut workers = Vec::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut relays = Vec::new();
+    for &context in contexts {
+        let name = context.name();
+        let options = match context {
+            Context::Order => {
+                let db = db::open(&cfg.database, name, &order::MIGRATOR).await?;
+                WorkerOptions::new(cfg.workflow_queue())
+                    .register_workflow::<OrderFulfillment>()?
+                    .register_activities(order::OrderContext { db })
+                    .build()
+            }
+            Context::Payment => {
+                let db = db::open(&cfg.database, name, &payment::MIGRATOR).await?;
+                let breaker = payment::breaker::Breaker::new(db.clone(), cfg.breaker_failures, cfg.breaker_cooldown);
+                let gateway = payment::Gateway::new(&cfg.payment_gateway_url, cfg.payment_timeout);
+                WorkerOptions::new(cfg.queues().payment)
+                    .register_activities(payment::PaymentContext { db, gateway, breaker })
+                    .build()
+            }
+            Context::Shop => {
+                let db = db::open(&cfg.database, name, &shop::MIGRATOR).await?;
+                WorkerOptions::new(cfg.queues().shop)
+                    .register_activities(shop::ShopContext { db })
+                    .build()
+            }
+            Context::Delivery => {
+                let db = db::open(&cfg.database, name, &delivery::MIGRATOR).await?;
+                delivery::seed_demo(&db, cfg.demo_riders).await?;
+                WorkerOptions::new(cfg.queues().delivery)
+                    .register_activities(delivery::DeliveryContext { db })
+                    .build()
+            }
+            Context::Notification => {
+                let db = db::open(&cfg.database, name, &notification::MIGRATOR).await?;
+                if let Some(url) = cfg.notify_webhook_url.clone() {
+                    relays.push(tokio::spawn(notification::run_relay(db.clone(), url, stop_rx.clone())));
+                }
+                WorkerOptions::new(cfg.queues().notification)
+                    .register_activities(notification::NotificationContext {
+                        db,
+                        webhook: cfg.notify_webhook_url.clone(),
+                    })
+                    .build()
+            }
+        };
+        let worker = Worker::new(&runtime, client.clone(), options)
+            .with_context(|| format!("starting the {name} worker"))?;
+        tracing::info!(context = name, "worker started");
+        workers.push(worker);
+    }
+    // Identity is the gateway's; workers only make sure the demo riders can log in.
+    let _ = identity::MIGRATOR;
+    let handles: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
+    let runs = futures::future::join_all(workers.iter_mut().map(|w| w.run()));
+    tokio::pin!(runs);
+    tokio::pin!(shutdown);
+    let results = tokio::select! {
+        results = &mut runs => results,
+        _ = &mut shutdown => {
+            tracing::info!("shutting down workers");
+            for h in &handles { h(); }
+            let _ = stop_tx.send(true);
+            runs.await
+        }
+    };
+    for r in relays {
+        r.abort();
+    }
+    for r in results {
+        r.context("worker stopped with an error")?;
+    }
+    Ok(())
+}
