@@ -1,0 +1,117 @@
+//! Domain values that parse, not validate: once one exists it is valid.
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatLon {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+impl LatLon {
+    pub fn parse(lat: f64, lon: f64) -> Result<Self, ApiError> {
+        if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+            return Err(ApiError::unprocessable("lat must be between -90 and 90"));
+        }
+        if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+            return Err(ApiError::unprocessable("lon must be between -180 and 180"));
+        }
+        Ok(LatLon { lat, lon })
+    }
+}
+
+/// How many of one menu item: 1..=99.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub fn parse(q: i64) -> Result<Self, ApiError> {
+        if (1..=99).contains(&q) {
+            Ok(Quantity(q as u32))
+        } else {
+            Err(ApiError::unprocessable(format!("quantity must be between 1 and 99, got {q}")))
+        }
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// Cooking time in minutes: 1..=180.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookMinutes(u32);
+
+impl CookMinutes {
+    pub fn parse(m: i64) -> Result<Self, ApiError> {
+        if (1..=180).contains(&m) {
+            Ok(CookMinutes(m as u32))
+        } else {
+            Err(ApiError::unprocessable("cookMinutes must be between 1 and 180"))
+        }
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A non-empty, bounded piece of text (address, reason, token).
+pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(ApiError::unprocessable(format!("{field} must not be empty")));
+    }
+    if v.chars().count() > max {
+        return Err(ApiError::unprocessable(format!("{field} is longer than {max} characters")));
+    }
+    Ok(v.to_string())
+}
+
+/// A phone number: digits with optional +, spaces and dashes, 7..=20 characters.
+pub fn phone(value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    let digits = v.chars().filter(char::is_ascii_digit).count();
+    let ok = (7..=20).contains(&v.len())
+        && digits >= 7
+        && v.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(ApiError::unprocessable("phone must be a phone number like 010-1234-5678"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_must_be_positive_and_bounded() {
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(-1).is_err());
+        assert!(Quantity::parse(100).is_err());
+        assert_eq!(Quantity::parse(3).unwrap().get(), 3);
+    }
+
+    #[test]
+    fn coordinates_must_be_on_earth() {
+        assert!(LatLon::parse(91.0, 0.0).is_err());
+        assert!(LatLon::parse(0.0, -180.5).is_err());
+        assert!(LatLon::parse(f64::NAN, 0.0).is_err());
+        assert!(LatLon::parse(37.5, 127.0).is_ok());
+    }
+
+    #[test]
+    fn cook_minutes_are_one_to_one_eighty() {
+        assert!(CookMinutes::parse(0).is_err());
+        assert!(CookMinutes::parse(181).is_err());
+        assert_eq!(CookMinutes::parse(180).unwrap().get(), 180);
+    }
+
+    #[test]
+    fn phones_and_texts() {
+        assert!(phone("010-1234-5678").is_ok());
+        assert!(phone("call me").is_err());
+        assert!(text("address", "  ", 10).is_err());
+        assert!(text("address", "abcdefghijk", 10).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+// End-to-end browser test of the baedal web front end against a running API.
+//   BAEDAL_URL=http://127.0.0.1:8080 node --test tests/browser/flow.test.mjs
+// Needs: npm install (playwright-core) in this folder and a Chromium at CHROMIUM_PATH or /usr/bin/chromium.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const BASE = (process.env.BAEDAL_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SHOTS = path.join(REPO, 'target', 'screenshots');
+const WAIT = 30_000; // every wait for an observable result has this deadline
+const PHONE = { width: 375, height: 812 };
+const DESKTOP = { width: 1280, height: 900 };
+
+let browser;
+const contexts = [];
+const pageErrors = [];
+
+before(async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--disable-component-update',
+      '--disable-sync', '--no-first-run'],
+  });
+});
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  await browser?.close();
+});
+
+const tid = (id) => `[data-testid="${id}"]`;
+const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, name), fullPage: true });
+
+async function login(username, viewport = PHONE) {
+  const ctx = await browser.newContext({ viewport });
+  contexts.push(ctx);
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${username}: ${e.message}`));
+  await page.goto(BASE + '/');
+  await page.locator(tid('login-hint')).waitFor({ timeout: WAIT });
+  await page.fill(tid('login-username'), username);
+  await page.fill(tid('login-password'), 'demo');
+  await page.click(tid('login-submit'));
+  await page.locator(tid('logout')).waitFor({ state: 'visible', timeout: WAIT });
+  return page;
+}
+
+async function apiJson(p) {
+  const res = await fetch(BASE + '/api' + p);
+  assert.equal(res.status, 200, `GET /api${p}`);
+  return res.json();
+}
+
+// Customer: open the first shop, put two different menu items in the cart (first one twice), check the total.
+async function fillCartFromFirstShop(page) {
+  const firstShop = page.locator(`${tid('shop-list')} a[data-testid^="shop-"]`).first();
+  await firstShop.waitFor({ timeout: WAIT });
+  const shopId = (await firstShop.getAttribute('data-testid')).slice('shop-'.length);
+  await firstShop.click();
+  const menu = await apiJson(`/shops/${shopId}/menu`);
+  assert.ok(menu.length >= 2, 'first shop has at least two menu items');
+  const [a, b] = menu;
+  await page.locator(tid(`menu-add-${a.id}`)).click({ timeout: WAIT });
+  await page.locator(tid(`menu-add-${b.id}`)).click();
+  await page.locator(tid(`cart-inc-${a.id}`)).click();
+  assert.equal(await page.locator(tid(`cart-qty-${a.id}`)).textContent(), '2');
+  const total = a.price * 2 + b.price;
+  assert.equal(await page.locator(tid('cart-total')).textContent(), `${total.toLocaleString('en-US')}원`);
+  return { shopId, total };
+}
+
+async function placeOrder(page) {
+  await page.selectOption(tid('payment-token'), 'tok_ok');
+  await page.click(tid('place-order'));
+  await page.waitForURL(/#\/order\/[^/]+$/, { timeout: WAIT });
+  const orderId = decodeURIComponent(new URL(page.url()).hash.split('/').pop());
+  await page.locator(`${tid('order-status')}[data-status="PAID"]`).waitFor({ timeout: WAIT });
+  // Marker that a reload would wipe: proves every later status arrived without reloading.
+  await page.evaluate(() => { window.__neverReloaded = true; });
+  return orderId;
+}
+
+const statusIs = (page, testid, status) => page.locator(`${tid(testid)}[data-status="${status}"]`).waitFor({ timeout: WAIT });
+
+test('order, accept, ready, rider delivers; customer page follows live to DELIVERED', { timeout: 240_000 }, async () => {
+  const riderNames = ['rider1', 'rider2', 'rider3', 'rider4', 'rider5', 'rider6'];
+  const [customer, owner, ...riders] = await Promise.all([
+    login('customer1'), login('owner1', DESKTOP), ...riderNames.map((r) => login(r)),
+  ]);
+
+  const { total } = await fillCartFromFirstShop(customer);
+  const orderId = await placeOrder(customer);
+  assert.equal(await customer.locator(tid('order-total')).textContent().then((s) => s.includes(total.toLocaleString('en-US'))), true);
+  assert.equal(await customer.locator(tid('cancel-order')).isVisible(), true, 'cancel offered while PAID');
+  await shot(customer, 'customer-order.png');
+
+  // Owner (already on the page) sees the paid order appear without reloading, accepts with 5 minutes, marks it ready.
+  await statusIs(owner, `owner-order-${orderId}`, 'PAID');
+  await owner.fill(tid(`cook-minutes-${orderId}`), '5');
+  await owner.click(tid(`accept-${orderId}`));
+  await owner.locator(tid(`ready-${orderId}`)).waitFor({ timeout: WAIT });
+  await owner.locator(tid(`owner-ready-at-${orderId}`)).waitFor({ timeout: WAIT });
+  await statusIs(customer, 'order-status', 'ACCEPTED');
+  assert.equal(await customer.locator(tid('cancel-order')).count(), 0, 'no cancel after acceptance');
+  await owner.click(tid(`ready-${orderId}`));
+  await shot(owner, 'owner.png');
+
+  // Whichever rider is nearest gets the offer; an unanswered offer may move on, so keep looking until one is ours.
+  let rider = null;
+  const deadline = Date.now() + WAIT;
+  while (!rider && Date.now() < deadline) {
+    for (const page of riders) {
+      const offer = await page.locator(tid(`rider-offer-${orderId}`)).allTextContents(); // no waiting: just look
+      if (!offer.length) continue;
+      assert.match(offer[0], /\d+(\.\d)? k?m/, 'offer shows the distance');
+      await page.click(tid(`offer-accept-${orderId}`)).catch(() => {}); // the card may vanish if the offer just expired
+      const got = await page.locator(tid(`delivery-${orderId}`)).waitFor({ timeout: 5_000 }).then(() => true, () => false);
+      if (got) { rider = page; break; }
+    }
+    if (!rider) await riders[0].waitForTimeout(250);
+  }
+  assert.ok(rider, 'some rider was offered the order and accepted it');
+
+  await rider.locator(tid(`pickup-${orderId}`)).click({ timeout: WAIT });
+  await statusIs(customer, 'order-status', 'PICKED_UP');
+  await rider.locator(tid(`complete-${orderId}`)).waitFor({ timeout: WAIT });
+  await shot(rider, 'rider.png');
+  await rider.click(tid(`complete-${orderId}`));
+  await statusIs(rider, `delivery-${orderId}`, 'DELIVERED');
+
+  await statusIs(customer, 'order-status', 'DELIVERED');
+  await statusIs(owner, `owner-order-${orderId}`, 'DELIVERED');
+  assert.equal(await customer.evaluate(() => window.__neverReloaded), true, 'customer page was never reloaded');
+  assert.match(await customer.locator(tid('step-DELIVERED')).getAttribute('class'), /current/);
+  const seen = await customer.locator(`${tid('order-history')} [data-status]`).evaluateAll((els) => els.map((e) => e.dataset.status));
+  for (const s of ['PAID', 'ACCEPTED', 'DELIVERY_STARTED', 'PICKED_UP', 'DELIVERED']) assert.ok(seen.includes(s), `history has ${s}: ${seen}`);
+  await customer.locator(`${tid('notifications')} [data-status="DELIVERED"][data-order="${orderId}"]`).first().waitFor({ timeout: WAIT });
+  await shot(customer, 'customer-delivered.png');
+  assert.deepEqual(pageErrors, []);
+});
+
+test('declined payment is shown; a paid order cancelled while PAID shows CANCELLED and a refund', { timeout: 120_000 }, async () => {
+  const customer = await login('customer2');
+  const { total } = await fillCartFromFirstShop(customer);
+
+  await customer.selectOption(tid('payment-token'), 'tok_declined');
+  await customer.click(tid('place-order'));
+  await customer.locator(`${tid('message')}[data-kind="error"]`).waitFor({ timeout: WAIT });
+  assert.match(await customer.locator(tid('message')).textContent(), /결제가 거절|declined/i);
+  assert.doesNotMatch(customer.url(), /#\/order\//, 'a declined payment does not create an order');
+
+  const orderId = await placeOrder(customer);
+  await customer.click(tid('cancel-order'));
+  await statusIs(customer, 'order-status', 'CANCELLED');
+  const refund = customer.locator(tid('order-refund'));
+  await refund.waitFor({ timeout: WAIT });
+  assert.ok((await refund.textContent()).includes(total.toLocaleString('en-US')), 'refund of the full total');
+  assert.equal(await customer.locator(tid('cancel-order')).count(), 0);
+  assert.equal(await customer.evaluate(() => window.__neverReloaded), true);
+  // The customer's order list shows it too, and reopening the order shows the same outcome.
+  await customer.click(tid('back-to-shops'));
+  await statusIs(customer, `my-order-${orderId}`, 'CANCELLED');
+  await customer.click(tid(`my-order-${orderId}`));
+  await statusIs(customer, 'order-status', 'CANCELLED');
+  await customer.locator(tid('order-refund')).waitFor({ timeout: WAIT });
+  await shot(customer, 'customer-cancelled.png');
+  assert.deepEqual(pageErrors, []);
+});

@@ -1,0 +1,379 @@
+//! Test harness: `spawn_stack()` starts the whole product in-process against a
+//! real Temporal dev server (one per test binary, started from the pinned CLI),
+//! with a fresh SQLite directory and its own task queues per stack, a payment
+//! gateway simulator and a webhook receiver on real ports. Tests talk to it over
+//! HTTP like a client would.
+
+use anyhow::{Context as _, bail};
+use baedal_activities::Config;
+use baedal_workflows::Context;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Address of the shared dev server, started on first use.
+pub fn temporal_address() -> String {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        if let Ok(a) = std::env::var("TEMPORAL_ADDRESS") {
+            return a;
+        }
+        start_dev_server().expect("starting the Temporal dev server")
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_dev_server() -> anyhow::Result<String> {
+    let bin = std::env::var("TEMPORAL_BIN").unwrap_or_else(|_| "temporal".into());
+    let port = free_port();
+    let ui = free_port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The child dies with the thread that spawned it (PDEATHSIG), so spawn it from
+    // a thread that lives as long as the test binary.
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--log-level", "error"])
+            .args(["--port", &port.to_string(), "--ui-port", &ui.to_string()])
+            .args(["--search-attribute", "OrderStatus=Keyword", "--search-attribute", "ShopId=Keyword"])
+            .args(["--search-attribute", "CustomerId=Keyword", "--search-attribute", "RiderId=Keyword"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(()));
+                let _ = child.wait();
+            }
+            Err(e) => {
+                let _ = tx.send(Err(anyhow::anyhow!("spawning {bin}: {e} (set TEMPORAL_BIN or run `make test`)")));
+            }
+        }
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv()??;
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("the Temporal dev server did not listen on {addr} within 60s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(addr)
+}
+
+/// Messages the webhook receiver accepted, plus how many it refused on purpose.
+#[derive(Clone, Default)]
+pub struct Webhook {
+    pub received: Arc<Mutex<Vec<Value>>>,
+    /// Refuse this many deliveries (503) first, to prove the relay retries.
+    pub refuse_first: Arc<Mutex<u32>>,
+}
+
+pub struct StackOptions {
+    pub contexts: Vec<Context>,
+    pub env: Vec<(&'static str, String)>,
+    pub webhook: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            contexts: Context::ALL.to_vec(),
+            env: vec![
+                ("SHOP_ACCEPT_TIMEOUT", "30s".into()),
+                ("RIDER_OFFER_TIMEOUT", "20s".into()),
+                ("RIDER_SEARCH_TIMEOUT", "60s".into()),
+            ],
+            webhook: false,
+        }
+    }
+}
+
+pub struct Stack {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub sim: baedal_paysim::Sim,
+    pub webhook: Webhook,
+    pub cfg: Config,
+    pub temporal: temporalio_client::Client,
+    _dir: tempfile::TempDir,
+    workers: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+pub async fn spawn_stack() -> Stack {
+    spawn_stack_with(StackOptions::default()).await
+}
+
+pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let sim = baedal_paysim::Sim::default();
+    let sim_addr = serve(baedal_paysim::router(sim.clone())).await;
+    let webhook = Webhook::default();
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("TEMPORAL_ADDRESS".into(), temporal_address());
+    env.insert("BAEDAL_TASK_QUEUE_PREFIX".into(), format!("t{}-", uuid::Uuid::new_v4().simple()));
+    env.insert("DATABASE_URL".into(), format!("sqlite:{}", dir.path().display()));
+    env.insert("PAYMENT_GATEWAY_URL".into(), format!("http://{sim_addr}"));
+    env.insert("PAYMENT_TIMEOUT_MS".into(), "1000".into());
+    if opts.webhook {
+        let addr = serve(webhook_router(webhook.clone())).await;
+        env.insert("NOTIFY_WEBHOOK_URL".into(), format!("http://{addr}/kakao"));
+    }
+    for (k, v) in &opts.env {
+        env.insert((*k).into(), v.clone());
+    }
+    let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let state = baedal_api::AppState::build(cfg.clone()).await.expect("api state");
+    let temporal = state.temporal.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let api = tokio::spawn(async move {
+        let _ = baedal_api::serve(state, listener, std::future::pending()).await;
+    });
+    let stack = Stack {
+        base,
+        http: reqwest::Client::new(),
+        sim,
+        webhook,
+        cfg,
+        temporal,
+        _dir: dir,
+        workers: Mutex::new(HashMap::new()),
+        tasks: Mutex::new(vec![api]),
+    };
+    for c in opts.contexts {
+        stack.start_worker(c);
+    }
+    stack
+}
+
+async fn serve(router: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, router).await;
+    });
+    addr
+}
+
+fn webhook_router(w: Webhook) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new().route(
+        "/kakao",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let w = w.clone();
+            async move {
+                let mut refuse = w.refuse_first.lock().unwrap();
+                if *refuse > 0 {
+                    *refuse -= 1;
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                w.received.lock().unwrap().push(body);
+                StatusCode::OK
+            }
+        }),
+    )
+}
+
+fn init_test_log() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A customer order body for the first shop.
+pub fn order_body(token: &str) -> Value {
+    json!({
+        "shopId": "shop1",
+        "items": [{"menuId": "shop1-fried", "quantity": 2}, {"menuId": "shop1-cola", "quantity": 1}],
+        "address": {"text": "서울 강남구 테헤란로 1", "lat": 37.5012, "lon": 127.0396},
+        "phone": "010-1234-5678",
+        "paymentToken": token,
+    })
+}
+
+/// 18,000 × 2 + 2,000 × 1.
+pub const ORDER_TOTAL: i64 = 38_000;
+
+impl Stack {
+    /// Starts (or restarts) one context's worker inside this process.
+    pub fn start_worker(&self, c: Context) {
+        let (tx, rx) = oneshot::channel();
+        let cfg = self.cfg.clone();
+        // The worker's future is not Send: give it a runtime of its own, as a
+        // separate process would have.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            if let Err(e) = rt.block_on(baedal_worker::run(cfg, &[c], async {
+                let _ = rx.await;
+            })) {
+                eprintln!("worker {} stopped: {e:#}", c.name());
+            }
+        });
+        self.workers.lock().unwrap().insert(c.name().into(), tx);
+    }
+
+    /// Stops one context's worker (its queued work waits for the next one).
+    pub fn stop_worker(&self, c: Context) {
+        if let Some(tx) = self.workers.lock().unwrap().remove(c.name()) {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn login(&self, user: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/api/auth/login"))
+            .json(&json!({"username": user, "password": "demo"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login {user}");
+        r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Places an order and expects it established (201); returns the order id.
+    pub async fn place(&self, customer_token: &str) -> String {
+        let (s, b) = self.post("/api/orders", customer_token, order_body("tok_ok")).await;
+        assert_eq!(s, 201, "place order: {b}");
+        b["orderId"].as_str().unwrap().to_string()
+    }
+
+    /// Polls `path` until `pred` holds, or fails after `within`.
+    pub async fn eventually(&self, path: &str, token: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (s, b) = self.get(path, token).await;
+            if s == 200 && pred(&b) {
+                return b;
+            }
+            if Instant::now() > deadline {
+                panic!("{path} never satisfied the condition within {within:?}; last: {s} {b}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the customer's view of an order has `status`.
+    pub async fn wait_status(&self, order_id: &str, customer_token: &str, status: &str) -> Value {
+        self.eventually(&format!("/api/orders/{order_id}"), customer_token, Duration::from_secs(40), |o| o["status"] == status)
+            .await
+    }
+
+    /// The rider holding a live offer of `order_id`, polling riders 1..=n.
+    pub async fn rider_with_offer(&self, order_id: &str, riders: &[(String, String)]) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            for (name, token) in riders {
+                let (_, offers) = self.get("/api/rider/offers", token).await;
+                if offers.as_array().is_some_and(|a| a.iter().any(|o| o["orderId"] == order_id)) {
+                    return (name.clone(), token.clone());
+                }
+            }
+            assert!(Instant::now() < deadline, "no rider got an offer of {order_id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn riders(&self, n: u32) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for i in 1..=n {
+            let name = format!("rider{i}");
+            let t = self.login(&name).await;
+            out.push((name, t));
+        }
+        out
+    }
+
+    /// Exported history of an order's workflow (for replay tests and event counts).
+    pub async fn history_json(&self, order_id: &str) -> anyhow::Result<Vec<u8>> {
+        let h = self
+            .temporal
+            .get_workflow_handle::<baedal_workflows::OrderFulfillment>(baedal_workflows::workflow_id(order_id))
+            .fetch_history(Default::default());
+        h.to_json().await.context("fetching history")
+    }
+
+    pub async fn wait_workflow_closed(&self, order_id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let d = self
+                .temporal
+                .get_workflow_handle::<baedal_workflows::OrderFulfillment>(baedal_workflows::workflow_id(order_id))
+                .describe(Default::default())
+                .await;
+            if let Ok(d) = d {
+                if d.status() != temporalio_client::WorkflowExecutionStatus::Running {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "workflow of {order_id} never closed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, tx) in self.workers.lock().unwrap().drain() {
+            let _ = tx.send(());
+        }
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
