@@ -377,3 +377,14 @@ impl Drop for Stack {
         }
     }
 }
+
+/// Writes the order's history under tests/histories/ when RECORD_HISTORIES is set
+/// (see tests/histories/README.md).
+pub async fn record_history(s: &Stack, id: &str, name: &str) {
+    if std::env::var("RECORD_HISTORIES").is_ok() {
+        let json = s.history_json(id).await.unwrap();
+        let path = format!("{}/histories/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        std::fs::write(&path, json).unwrap();
+        eprintln!("recorded {path}");
+    }
+}

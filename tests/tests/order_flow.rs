@@ -124,13 +124,3 @@ async fn happy_path_reaches_delivered_with_the_exact_history() {
     s.wait_workflow_closed(&id).await;
     record_history(&s, &id, "happy_path").await;
 }
-
-/// Writes the order's history under tests/histories/ when RECORD_HISTORIES is set.
-pub async fn record_history(s: &Stack, id: &str, name: &str) {
-    if std::env::var("RECORD_HISTORIES").is_ok() {
-        let json = s.history_json(id).await.unwrap();
-        let path = format!("{}/histories/{name}.json", env!("CARGO_MANIFEST_DIR"));
-        std::fs::write(&path, json).unwrap();
-        eprintln!("recorded {path}");
-    }
-}
