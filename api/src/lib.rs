@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/orders", post(orders::place).get(orders::list))
         .route("/orders/{id}", get(orders::get_one))
         .route("/orders/{id}/events", get(orders::events))
+        .route("/orders/{id}/live", get(orders::live))
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/shop/orders", get(shop_orders::list))
         .route("/shop/orders/{id}/accept", post(shop_orders::accept))

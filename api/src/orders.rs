@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
-use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowUpdateWithStartOptions};
+use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowUpdateWithStartOptions};
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -193,6 +193,21 @@ async fn own_order(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Value>
 
 pub async fn get_one(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(own_order(&st, &user, &id).await?))
+}
+
+/// The live view straight from the workflow (a Temporal query). Operators and
+/// the benchmark use it; customers read the read model above, which never waits
+/// on the workflow.
+pub async fn live(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    own_order(&st, &user, &id).await?;
+    let snapshot = st
+        .temporal
+        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
+        .query(OrderFulfillment::snapshot, (), WorkflowQueryOptions::default())
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("querying order {id}: {e}")))?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    Ok(Json(order::order_info(&snapshot)))
 }
 
 pub async fn cancel(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {

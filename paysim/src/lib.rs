@@ -21,11 +21,14 @@ pub struct Payment {
     pub amount: i64,
     pub idempotency_key: String,
     pub refunded: i64,
+    /// Refund calls that moved money (repeats of a refund key do not count).
+    pub refund_count: u32,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Faults {
-    /// Every call waits this long before it is handled (the charge still lands).
+    /// Every call is handled at once but answered this late: a charge lands even
+    /// when the caller has given up waiting, as with a real slow gateway.
     pub latency: Duration,
     /// Answer every call with this status instead (e.g. 500), charging nothing.
     pub fail_with: Option<u16>,
@@ -86,25 +89,43 @@ pub fn router(sim: Sim) -> Router {
         .with_state(sim)
 }
 
-async fn faults(sim: &Sim) -> Option<Response> {
+/// Counts the call; answers with the injected failure, if any.
+fn faults(sim: &Sim) -> (Duration, Option<Response>) {
     let f = {
         let mut inner = sim.0.lock().unwrap();
         inner.calls += 1;
         inner.faults
     };
-    if !f.latency.is_zero() {
-        tokio::time::sleep(f.latency).await;
-    }
-    f.fail_with.map(|code| {
+    (f.latency, f.fail_with.map(|code| {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (code, Json(json!({"status": "ERROR", "message": "gateway failure"}))).into_response()
-    })
+    }))
+}
+
+/// Sends the answer after the injected latency. The work is already done, so a
+/// caller that gives up earlier does not undo it.
+async fn answer(latency: Duration, r: Response) -> Response {
+    if !latency.is_zero() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(latency).await;
+            let _ = tx.send(r);
+        });
+        return rx.await.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    r
 }
 
 async fn charge(State(sim): State<Sim>, Json(b): Json<ChargeBody>) -> Response {
-    if let Some(r) = faults(&sim).await {
-        return r;
-    }
+    let (latency, failed) = faults(&sim);
+    let r = match failed {
+        Some(r) => r,
+        None => charge_now(&sim, b),
+    };
+    answer(latency, r).await
+}
+
+fn charge_now(sim: &Sim, b: ChargeBody) -> Response {
     if b.token != "tok_ok" {
         let message = if b.token == "tok_declined" { "card declined" } else { "unknown payment token" };
         return (StatusCode::PAYMENT_REQUIRED, Json(json!({"status": "DECLINED", "message": message})))
@@ -117,14 +138,21 @@ async fn charge(State(sim): State<Sim>, Json(b): Json<ChargeBody>) -> Response {
         amount: b.amount,
         idempotency_key: b.idempotency_key,
         refunded: 0,
+        refund_count: 0,
     });
     Json(json!({"paymentId": p.payment_id, "status": "APPROVED"})).into_response()
 }
 
 async fn refund(State(sim): State<Sim>, Path(payment_id): Path<String>, Json(b): Json<RefundBody>) -> Response {
-    if let Some(r) = faults(&sim).await {
-        return r;
-    }
+    let (latency, failed) = faults(&sim);
+    let r = match failed {
+        Some(r) => r,
+        None => refund_now(&sim, payment_id, b),
+    };
+    answer(latency, r).await
+}
+
+fn refund_now(sim: &Sim, payment_id: String, b: RefundBody) -> Response {
     let mut inner = sim.0.lock().unwrap();
     if inner.refund_keys.contains_key(&b.idempotency_key) {
         return Json(json!({"status": "REFUNDED"})).into_response();
@@ -137,6 +165,7 @@ async fn refund(State(sim): State<Sim>, Path(payment_id): Path<String>, Json(b):
             .into_response();
     }
     p.refunded += b.amount;
+    p.refund_count += 1;
     inner.refund_keys.insert(b.idempotency_key, payment_id);
     Json(json!({"status": "REFUNDED"})).into_response()
 }

@@ -241,6 +241,19 @@ impl Stack {
         self.workers.lock().unwrap().insert(c.name().into(), tx);
     }
 
+    /// A second API process on the same stores and Temporal (as a scaled-out
+    /// gateway would be); returns its base URL.
+    pub async fn spawn_api(&self) -> String {
+        let state = baedal_api::AppState::build(self.cfg.clone()).await.expect("api state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = baedal_api::serve(state, listener, std::future::pending()).await;
+        });
+        self.tasks.lock().unwrap().push(task);
+        base
+    }
+
     /// Stops one context's worker (its queued work waits for the next one).
     pub fn stop_worker(&self, c: Context) {
         if let Some(tx) = self.workers.lock().unwrap().remove(c.name()) {

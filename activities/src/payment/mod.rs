@@ -128,6 +128,17 @@ impl PaymentContext {
         Ok(())
     }
 
+    /// Compensation calls respect the breaker too: while it is open they wait
+    /// (the activity retries with backoff) instead of adding to the gateway's load.
+    async fn admitted(&self) -> anyhow::Result<()> {
+        match self.breaker.admit().await? {
+            breaker::Admission::Refused { retry_after } => {
+                anyhow::bail!("payment breaker open; retrying after {retry_after:?}")
+            }
+            _ => Ok(()),
+        }
+    }
+
     async fn refund_once(&self, req: &RefundRequest) -> anyhow::Result<()> {
         let done: Option<(String,)> =
             sqlx::query_as("SELECT payment_id FROM refunds WHERE idempotency_key = $1")
@@ -138,7 +149,10 @@ impl PaymentContext {
             return Ok(());
         }
         // The gateway dedupes by the same key, so a retry after a crash here is safe.
-        self.gateway.refund(req).await?;
+        self.admitted().await?;
+        let refunded = self.gateway.refund(req).await;
+        self.breaker.record(refunded.is_ok()).await?;
+        refunded?;
         sqlx::query(
             "INSERT INTO refunds (idempotency_key, order_id, payment_id, amount, refunded_at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -202,7 +216,10 @@ impl PaymentContext {
         _ctx: ActivityContext,
         req: ChargeRequest,
     ) -> Result<SettleOutcome, ActivityError> {
-        match self.gateway.charge(&req).await {
+        self.admitted().await?;
+        let answer = self.gateway.charge(&req).await;
+        self.breaker.record(!matches!(answer, GatewayAnswer::Failed(_))).await?;
+        match answer {
             GatewayAnswer::Approved(payment_id) => {
                 self.record_charge(&req, "APPROVED", Some(&payment_id)).await?;
                 self.refund_once(&RefundRequest {
