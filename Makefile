@@ -1,0 +1,22 @@
+.PHONY: up test bench fmt lint record-histories clean-data
+
+up:            ## build and run everything (web on :8080, Temporal Web UI on :8233)
+	bash scripts/up.sh
+
+test:          ## every test: unit, end-to-end, replay, browser, benchmark smoke
+	bash scripts/test.sh
+
+bench:         ## the benchmark (figures in BENCHMARKS.md)
+	bash scripts/bench.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --all-targets -- -D warnings
+
+record-histories:  ## re-record tests/histories/*.json from real runs
+	RECORD_HISTORIES=1 TEMPORAL_BIN=$${TEMPORAL_BIN:-$$(command -v temporal)} cargo test -p baedal-tests --test order_flow --test saga_paths
+
+clean-data:
+	rm -rf ./data

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the web app's browser test (headless Chromium) against a stack of debug
+# binaries with its own dev server, data directory and ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+trap stop_all EXIT
+ensure_temporal
+ensure_browser_deps
+data=$(mktemp -d)
+export DATABASE_URL="sqlite:$data"
+export HTTP_ADDR=127.0.0.1:18080 PAYSIM_ADDR=127.0.0.1:18090
+export PAYMENT_GATEWAY_URL=http://127.0.0.1:18090
+export RUST_LOG=${RUST_LOG:-warn}
+export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
+start_temporal_dev - 17233 18233 headless
+target/debug/baedal-paysim & PIDS+=($!)
+wait_http "$PAYMENT_GATEWAY_URL/health"
+target/debug/baedal-api & PIDS+=($!)
+wait_http "http://$HTTP_ADDR/api/health"
+target/debug/baedal-worker & PIDS+=($!)
+mkdir -p target/screenshots
+(cd tests/browser && BAEDAL_URL="http://$HTTP_ADDR" node --test flow.test.mjs)
+rm -rf "$data"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Provisions what the tests need (Temporal CLI, Chromium, playwright-core, wrk)
+# and runs every test: unit, end-to-end against real Temporal dev servers, replay,
+# browser, and the benchmark's smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+started=$SECONDS
+cargo --version; rustc --version; node --version; python3 --version
+
+ensure_temporal
+ensure_browser_deps
+ensure_wrk
+export BAEDAL_TEST_POSTGRES_URL=${BAEDAL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+export RUST_BACKTRACE=1
+
+log "building"
+cargo build --workspace --bins --tests
+log "running the Rust tests"
+cargo test --workspace --no-fail-fast -- --test-threads=2
+
+log "browser test: starting a stack"
+bash scripts/browser-test.sh
+
+log "all tests passed in $((SECONDS - started)) s"

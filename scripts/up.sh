@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs everything on this machine: Temporal dev server (unless TEMPORAL_ADDRESS is
+# given), the payment gateway simulator (unless PAYMENT_GATEWAY_URL is given), the
+# workers of BAEDAL_CONTEXTS and the API with the web pages. Ctrl-C stops it all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p data
+log "building (release)"
+cargo build --release --bins
+ensure_temporal
+
+if [ -z "${TEMPORAL_ADDRESS:-}" ]; then
+  start_temporal_dev data/temporal.db 7233 8233
+  EMBEDDED_TEMPORAL=1
+fi
+if [ -z "${PAYMENT_GATEWAY_URL:-}" ]; then
+  export PAYSIM_ADDR=${PAYSIM_ADDR:-127.0.0.1:8090}
+  target/release/baedal-paysim &
+  PIDS+=($!)
+  export PAYMENT_GATEWAY_URL="http://$PAYSIM_ADDR"
+  wait_http "$PAYMENT_GATEWAY_URL/health"
+fi
+export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
+target/release/baedal-api &
+PIDS+=($!)
+wait_http "http://$HTTP_ADDR/api/health"
+target/release/baedal-worker --context "${BAEDAL_CONTEXTS:-order,payment,shop,delivery,notification}" &
+PIDS+=($!)
+
+cat >&2 <<MSG
+
+  baedal is up
+    web app          http://$HTTP_ADDR/
+    API docs         http://$HTTP_ADDR/api/docs
+    Temporal Web UI  ${EMBEDDED_TEMPORAL:+http://127.0.0.1:8233}${EMBEDDED_TEMPORAL:-(external: $TEMPORAL_ADDRESS)}
+    payment gateway  $PAYMENT_GATEWAY_URL
+  demo logins (password demo): customer1 customer2 owner1 owner2 rider1..rider${BAEDAL_DEMO_RIDERS:-6}
+  Ctrl-C stops everything.
+
+MSG
+wait -n "${PIDS[@]}"
+log "a process exited; stopping the rest"
