@@ -135,7 +135,11 @@ impl DatabaseUrl {
             }
             Some(u) if u.starts_with("sqlite:") => {
                 let dir = u.trim_start_matches("sqlite:").trim_start_matches("//");
-                Ok(DatabaseUrl::SqliteDir(if dir.is_empty() { "./data".into() } else { dir.into() }))
+                Ok(DatabaseUrl::SqliteDir(if dir.is_empty() {
+                    "./data".into()
+                } else {
+                    dir.into()
+                }))
             }
             Some(u) => bail!(
                 "DATABASE_URL={u:?}: expected sqlite:<directory> (one file per context) or postgres://…"
@@ -150,8 +154,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 

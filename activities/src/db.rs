@@ -34,7 +34,10 @@ pub async fn open(url: &DatabaseUrl, context: &str, migrator: &Migrator) -> anyh
         }
         DatabaseUrl::Postgres(base) => {
             let schema = format!("baedal_{context}");
-            let admin = AnyPoolOptions::new().max_connections(1).connect(base).await?;
+            let admin = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(base)
+                .await?;
             // Two processes starting at once may race to create the schema.
             let _ = admin
                 .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())

@@ -61,7 +61,10 @@ impl Sim {
     }
     /// Approved charges of one order.
     pub fn charges_of(&self, order_id: &str) -> Vec<Payment> {
-        self.payments().into_iter().filter(|p| p.order_id == order_id).collect()
+        self.payments()
+            .into_iter()
+            .filter(|p| p.order_id == order_id)
+            .collect()
     }
 }
 
@@ -96,10 +99,17 @@ fn faults(sim: &Sim) -> (Duration, Option<Response>) {
         inner.calls += 1;
         inner.faults
     };
-    (f.latency, f.fail_with.map(|code| {
-        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, Json(json!({"status": "ERROR", "message": "gateway failure"}))).into_response()
-    }))
+    (
+        f.latency,
+        f.fail_with.map(|code| {
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (
+                code,
+                Json(json!({"status": "ERROR", "message": "gateway failure"})),
+            )
+                .into_response()
+        }),
+    )
 }
 
 /// Sends the answer after the injected latency. The work is already done, so a
@@ -111,7 +121,9 @@ async fn answer(latency: Duration, r: Response) -> Response {
             tokio::time::sleep(latency).await;
             let _ = tx.send(r);
         });
-        return rx.await.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        return rx
+            .await
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     }
     r
 }
@@ -127,23 +139,37 @@ async fn charge(State(sim): State<Sim>, Json(b): Json<ChargeBody>) -> Response {
 
 fn charge_now(sim: &Sim, b: ChargeBody) -> Response {
     if b.token != "tok_ok" {
-        let message = if b.token == "tok_declined" { "card declined" } else { "unknown payment token" };
-        return (StatusCode::PAYMENT_REQUIRED, Json(json!({"status": "DECLINED", "message": message})))
+        let message = if b.token == "tok_declined" {
+            "card declined"
+        } else {
+            "unknown payment token"
+        };
+        return (
+            StatusCode::PAYMENT_REQUIRED,
+            Json(json!({"status": "DECLINED", "message": message})),
+        )
             .into_response();
     }
     let mut inner = sim.0.lock().unwrap();
-    let p = inner.by_key.entry(b.idempotency_key.clone()).or_insert_with(|| Payment {
-        payment_id: format!("pay_{}", uuid::Uuid::new_v4().simple()),
-        order_id: b.order_id,
-        amount: b.amount,
-        idempotency_key: b.idempotency_key,
-        refunded: 0,
-        refund_count: 0,
-    });
+    let p = inner
+        .by_key
+        .entry(b.idempotency_key.clone())
+        .or_insert_with(|| Payment {
+            payment_id: format!("pay_{}", uuid::Uuid::new_v4().simple()),
+            order_id: b.order_id,
+            amount: b.amount,
+            idempotency_key: b.idempotency_key,
+            refunded: 0,
+            refund_count: 0,
+        });
     Json(json!({"paymentId": p.payment_id, "status": "APPROVED"})).into_response()
 }
 
-async fn refund(State(sim): State<Sim>, Path(payment_id): Path<String>, Json(b): Json<RefundBody>) -> Response {
+async fn refund(
+    State(sim): State<Sim>,
+    Path(payment_id): Path<String>,
+    Json(b): Json<RefundBody>,
+) -> Response {
     let (latency, failed) = faults(&sim);
     let r = match failed {
         Some(r) => r,
@@ -157,11 +183,22 @@ fn refund_now(sim: &Sim, payment_id: String, b: RefundBody) -> Response {
     if inner.refund_keys.contains_key(&b.idempotency_key) {
         return Json(json!({"status": "REFUNDED"})).into_response();
     }
-    let Some(p) = inner.by_key.values_mut().find(|p| p.payment_id == payment_id) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"status": "ERROR", "message": "no such payment"}))).into_response();
+    let Some(p) = inner
+        .by_key
+        .values_mut()
+        .find(|p| p.payment_id == payment_id)
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status": "ERROR", "message": "no such payment"})),
+        )
+            .into_response();
     };
     if b.amount <= 0 || p.refunded + b.amount > p.amount {
-        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"status": "ERROR", "message": "refund exceeds the charge"})))
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"status": "ERROR", "message": "refund exceeds the charge"})),
+        )
             .into_response();
     }
     p.refunded += b.amount;

@@ -10,10 +10,13 @@ async fn main() -> anyhow::Result<()> {
     let addr = std::env::var("PAYSIM_ADDR").unwrap_or_else(|_| "127.0.0.1:8090".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(%addr, "payment gateway simulator listening");
-    axum::serve(listener, baedal_paysim::router(baedal_paysim::Sim::default()))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        baedal_paysim::router(baedal_paysim::Sim::default()),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -27,7 +27,11 @@ pub fn temporal_address() -> String {
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_dev_server() -> anyhow::Result<String> {
@@ -40,12 +44,30 @@ fn start_dev_server() -> anyhow::Result<String> {
     std::thread::spawn(move || {
         use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&bin);
-        cmd.args(["server", "start-dev", "--headless", "--ip", "127.0.0.1", "--log-level", "error"])
-            .args(["--port", &port.to_string(), "--ui-port", &ui.to_string()])
-            .args(["--search-attribute", "OrderStatus=Keyword", "--search-attribute", "ShopId=Keyword"])
-            .args(["--search-attribute", "CustomerId=Keyword", "--search-attribute", "RiderId=Keyword"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.args([
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--log-level",
+            "error",
+        ])
+        .args(["--port", &port.to_string(), "--ui-port", &ui.to_string()])
+        .args([
+            "--search-attribute",
+            "OrderStatus=Keyword",
+            "--search-attribute",
+            "ShopId=Keyword",
+        ])
+        .args([
+            "--search-attribute",
+            "CustomerId=Keyword",
+            "--search-attribute",
+            "RiderId=Keyword",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -58,7 +80,9 @@ fn start_dev_server() -> anyhow::Result<String> {
                 let _ = child.wait();
             }
             Err(e) => {
-                let _ = tx.send(Err(anyhow::anyhow!("spawning {bin}: {e} (set TEMPORAL_BIN or run `make test`)")));
+                let _ = tx.send(Err(anyhow::anyhow!(
+                    "spawning {bin}: {e} (set TEMPORAL_BIN or run `make test`)"
+                )));
             }
         }
         loop {
@@ -129,8 +153,14 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
     let webhook = Webhook::default();
     let mut env: HashMap<String, String> = HashMap::new();
     env.insert("TEMPORAL_ADDRESS".into(), temporal_address());
-    env.insert("BAEDAL_TASK_QUEUE_PREFIX".into(), format!("t{}-", uuid::Uuid::new_v4().simple()));
-    env.insert("DATABASE_URL".into(), format!("sqlite:{}", dir.path().display()));
+    env.insert(
+        "BAEDAL_TASK_QUEUE_PREFIX".into(),
+        format!("t{}-", uuid::Uuid::new_v4().simple()),
+    );
+    env.insert(
+        "DATABASE_URL".into(),
+        format!("sqlite:{}", dir.path().display()),
+    );
     env.insert("PAYMENT_GATEWAY_URL".into(), format!("http://{sim_addr}"));
     env.insert("PAYMENT_TIMEOUT_MS".into(), "1000".into());
     if opts.webhook {
@@ -141,7 +171,9 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
         env.insert((*k).into(), v.clone());
     }
     let cfg = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let state = baedal_api::AppState::build(cfg.clone()).await.expect("api state");
+    let state = baedal_api::AppState::build(cfg.clone())
+        .await
+        .expect("api state");
     let temporal = state.temporal.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -198,7 +230,10 @@ fn init_test_log() {
     ONCE.get_or_init(|| {
         if std::env::var("TEST_LOG").is_ok() {
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
                 .with_test_writer()
                 .try_init();
         }
@@ -244,7 +279,9 @@ impl Stack {
     /// A second API process on the same stores and Temporal (as a scaled-out
     /// gateway would be); returns its base URL.
     pub async fn spawn_api(&self) -> String {
-        let state = baedal_api::AppState::build(self.cfg.clone()).await.expect("api state");
+        let state = baedal_api::AppState::build(self.cfg.clone())
+            .await
+            .expect("api state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -274,10 +311,19 @@ impl Stack {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "login {user}");
-        r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -292,22 +338,32 @@ impl Stack {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, Some(token), None).await
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, Some(token), Some(body)).await
+        self.call(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     /// Places an order and expects it established (201); returns the order id.
     pub async fn place(&self, customer_token: &str) -> String {
-        let (s, b) = self.post("/api/orders", customer_token, order_body("tok_ok")).await;
+        let (s, b) = self
+            .post("/api/orders", customer_token, order_body("tok_ok"))
+            .await;
         assert_eq!(s, 201, "place order: {b}");
         b["orderId"].as_str().unwrap().to_string()
     }
 
     /// Polls `path` until `pred` holds, or fails after `within`.
-    pub async fn eventually(&self, path: &str, token: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn eventually(
+        &self,
+        path: &str,
+        token: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let (s, b) = self.get(path, token).await;
@@ -323,21 +379,36 @@ impl Stack {
 
     /// Waits until the customer's view of an order has `status`.
     pub async fn wait_status(&self, order_id: &str, customer_token: &str, status: &str) -> Value {
-        self.eventually(&format!("/api/orders/{order_id}"), customer_token, Duration::from_secs(40), |o| o["status"] == status)
-            .await
+        self.eventually(
+            &format!("/api/orders/{order_id}"),
+            customer_token,
+            Duration::from_secs(40),
+            |o| o["status"] == status,
+        )
+        .await
     }
 
     /// The rider holding a live offer of `order_id`, polling riders 1..=n.
-    pub async fn rider_with_offer(&self, order_id: &str, riders: &[(String, String)]) -> (String, String) {
+    pub async fn rider_with_offer(
+        &self,
+        order_id: &str,
+        riders: &[(String, String)],
+    ) -> (String, String) {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             for (name, token) in riders {
                 let (_, offers) = self.get("/api/rider/offers", token).await;
-                if offers.as_array().is_some_and(|a| a.iter().any(|o| o["orderId"] == order_id)) {
+                if offers
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|o| o["orderId"] == order_id))
+                {
                     return (name.clone(), token.clone());
                 }
             }
-            assert!(Instant::now() < deadline, "no rider got an offer of {order_id}");
+            assert!(
+                Instant::now() < deadline,
+                "no rider got an offer of {order_id}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -356,7 +427,9 @@ impl Stack {
     pub async fn history_json(&self, order_id: &str) -> anyhow::Result<Vec<u8>> {
         let h = self
             .temporal
-            .get_workflow_handle::<baedal_workflows::OrderFulfillment>(baedal_workflows::workflow_id(order_id))
+            .get_workflow_handle::<baedal_workflows::OrderFulfillment>(
+                baedal_workflows::workflow_id(order_id),
+            )
             .fetch_history(Default::default());
         h.to_json().await.context("fetching history")
     }
@@ -366,15 +439,20 @@ impl Stack {
         loop {
             let d = self
                 .temporal
-                .get_workflow_handle::<baedal_workflows::OrderFulfillment>(baedal_workflows::workflow_id(order_id))
+                .get_workflow_handle::<baedal_workflows::OrderFulfillment>(
+                    baedal_workflows::workflow_id(order_id),
+                )
                 .describe(Default::default())
                 .await;
-            if let Ok(d) = d {
-                if d.status() != temporalio_client::WorkflowExecutionStatus::Running {
-                    return;
-                }
+            if let Ok(d) = d
+                && d.status() != temporalio_client::WorkflowExecutionStatus::Running
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "workflow of {order_id} never closed");
+            assert!(
+                Instant::now() < deadline,
+                "workflow of {order_id} never closed"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -8,7 +8,10 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn options(env: &[(&'static str, &str)], contexts: Vec<Context>) -> StackOptions {
-    let mut o = StackOptions { contexts, ..Default::default() };
+    let mut o = StackOptions {
+        contexts,
+        ..Default::default()
+    };
     for (k, v) in env {
         o.env.retain(|(kk, _)| kk != k);
         o.env.push((k, v.to_string()));
@@ -36,7 +39,10 @@ async fn place_raw(s: &Stack, base: &str, token: &str) -> reqwest::Response {
 async fn slow_gateway_trips_the_breaker_and_recovery_closes_it() {
     let s = spawn_stack_with(options(&BREAKER, Context::ALL.to_vec())).await;
     let customer = s.login("customer1").await;
-    s.sim.set_faults(Faults { latency: Duration::from_secs(2), fail_with: None });
+    s.sim.set_faults(Faults {
+        latency: Duration::from_secs(2),
+        fail_with: None,
+    });
 
     // Three slow calls in a row trip the breaker; each is refused 503 with Retry-After.
     for _ in 0..3 {
@@ -49,11 +55,18 @@ async fn slow_gateway_trips_the_breaker_and_recovery_closes_it() {
     let r = place_raw(&s, &s.base, &customer).await;
     let refused_in = started.elapsed();
     assert_eq!(r.status(), 503);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["detail"].as_str().unwrap().contains("shortly"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("shortly"),
+        "{body}"
+    );
     assert_eq!(s.sim.calls(), calls_when_open, "no gateway call while open");
     eprintln!("refused while open in {refused_in:?}");
     let (_, m) = s.get("/api/metrics", &customer).await;
@@ -65,7 +78,10 @@ async fn slow_gateway_trips_the_breaker_and_recovery_closes_it() {
     let id = loop {
         let r = place_raw(&s, &s.base, &customer).await;
         if r.status() == 201 {
-            break r.json::<serde_json::Value>().await.unwrap()["orderId"].as_str().unwrap().to_string();
+            break r.json::<serde_json::Value>().await.unwrap()["orderId"]
+                .as_str()
+                .unwrap()
+                .to_string();
         }
         assert_eq!(r.status(), 503);
         assert!(Instant::now() < deadline, "the breaker never closed");
@@ -80,21 +96,42 @@ async fn slow_gateway_trips_the_breaker_and_recovery_closes_it() {
     assert_eq!(mine.as_array().unwrap().len(), 2);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let late: Vec<_> = s.sim.payments().into_iter().filter(|p| p.order_id != id && p.order_id != again).collect();
-        if late.iter().all(|p| p.refunded == p.amount && p.refund_count == 1) {
+        let late: Vec<_> = s
+            .sim
+            .payments()
+            .into_iter()
+            .filter(|p| p.order_id != id && p.order_id != again)
+            .collect();
+        if late
+            .iter()
+            .all(|p| p.refunded == p.amount && p.refund_count == 1)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "late charges not refunded: {late:?}");
+        assert!(
+            Instant::now() < deadline,
+            "late charges not refunded: {late:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_after_the_deadline_is_refunded_once_and_no_order_is_established() {
-    let s = spawn_stack_with(options(&[("PAYMENT_TIMEOUT_MS", "300"), ("PAYMENT_BREAKER_FAILURES", "50")], Context::ALL.to_vec())).await;
+    let s = spawn_stack_with(options(
+        &[
+            ("PAYMENT_TIMEOUT_MS", "300"),
+            ("PAYMENT_BREAKER_FAILURES", "50"),
+        ],
+        Context::ALL.to_vec(),
+    ))
+    .await;
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
-    s.sim.set_faults(Faults { latency: Duration::from_millis(1500), fail_with: None });
+    s.sim.set_faults(Faults {
+        latency: Duration::from_millis(1500),
+        fail_with: None,
+    });
     let r = place_raw(&s, &s.base, &customer).await;
     assert_eq!(r.status(), 503);
     // The gateway did charge, after we stopped waiting.
@@ -126,7 +163,10 @@ async fn two_api_processes_share_the_breaker() {
     let s = spawn_stack_with(options(&BREAKER, Context::ALL.to_vec())).await;
     let other = s.spawn_api().await;
     let customer = s.login("customer1").await;
-    s.sim.set_faults(Faults { latency: Duration::ZERO, fail_with: Some(500) });
+    s.sim.set_faults(Faults {
+        latency: Duration::ZERO,
+        fail_with: Some(500),
+    });
     for _ in 0..3 {
         assert_eq!(place_raw(&s, &s.base, &customer).await.status(), 503);
     }
@@ -134,12 +174,21 @@ async fn two_api_processes_share_the_breaker() {
     let r = place_raw(&s, &other, &customer).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().get("retry-after").is_some());
-    assert_eq!(s.sim.calls(), calls, "the second API did not call the gateway");
+    assert_eq!(
+        s.sim.calls(),
+        calls,
+        "the second API did not call the gateway"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_taken_while_the_shop_context_is_down_and_owners_see_them_all_later() {
-    let without_shop = vec![Context::Order, Context::Payment, Context::Delivery, Context::Notification];
+    let without_shop = vec![
+        Context::Order,
+        Context::Payment,
+        Context::Delivery,
+        Context::Notification,
+    ];
     let s = spawn_stack_with(options(&[("SHOP_ACCEPT_TIMEOUT", "3s")], without_shop)).await;
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
@@ -153,38 +202,82 @@ async fn orders_are_taken_while_the_shop_context_is_down_and_owners_see_them_all
     tokio::time::sleep(Duration::from_millis(3500)).await;
     s.start_worker(Context::Shop);
     let listed = s
-        .eventually("/api/shop/orders", &owner, Duration::from_secs(30), |l| l.as_array().unwrap().len() == 3)
+        .eventually("/api/shop/orders", &owner, Duration::from_secs(30), |l| {
+            l.as_array().unwrap().len() == 3
+        })
         .await;
-    let listed_ids: Vec<_> = listed.as_array().unwrap().iter().map(|o| o["orderId"].as_str().unwrap().to_string()).collect();
+    let listed_ids: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orderId"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(listed_ids, ids, "every order, in the order placed");
-    let (code, b) = s.post(&format!("/api/shop/orders/{}/accept", ids[0]), &owner, json!({"cookMinutes": 5})).await;
+    let (code, b) = s
+        .post(
+            &format!("/api/shop/orders/{}/accept", ids[0]),
+            &owner,
+            json!({"cookMinutes": 5}),
+        )
+        .await;
     assert_eq!(code, 200, "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_catch_up_when_their_context_returns() {
-    let without = vec![Context::Order, Context::Payment, Context::Shop, Context::Delivery];
-    let s = spawn_stack_with(StackOptions { webhook: true, ..options(&[], without) }).await;
+    let without = vec![
+        Context::Order,
+        Context::Payment,
+        Context::Shop,
+        Context::Delivery,
+    ];
+    let s = spawn_stack_with(StackOptions {
+        webhook: true,
+        ..options(&[], without)
+    })
+    .await;
     *s.webhook.refuse_first.lock().unwrap() = 2;
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| !l.as_array().unwrap().is_empty()).await;
-    let (code, _) = s.post(&format!("/api/shop/orders/{id}/accept"), &owner, json!({"cookMinutes": 5})).await;
+    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
+        !l.as_array().unwrap().is_empty()
+    })
+    .await;
+    let (code, _) = s
+        .post(
+            &format!("/api/shop/orders/{id}/accept"),
+            &owner,
+            json!({"cookMinutes": 5}),
+        )
+        .await;
     assert_eq!(code, 200, "the order goes on without notifications");
     let (_, feed) = s.get("/api/notifications", &customer).await;
     assert_eq!(feed, json!([]));
     s.start_worker(Context::Notification);
     let feed = s
-        .eventually("/api/notifications", &customer, Duration::from_secs(30), |f| f.as_array().unwrap().len() == 2)
+        .eventually(
+            "/api/notifications",
+            &customer,
+            Duration::from_secs(30),
+            |f| f.as_array().unwrap().len() == 2,
+        )
         .await;
-    let st: Vec<_> = feed.as_array().unwrap().iter().map(|n| n["status"].as_str().unwrap()).collect();
+    let st: Vec<_> = feed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["status"].as_str().unwrap())
+        .collect();
     assert_eq!(st, ["PAID", "ACCEPTED"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = s.webhook.received.lock().unwrap().clone();
         if got.len() >= 4 {
-            let keys: std::collections::HashSet<_> = got.iter().map(|m| m["dedupeKey"].as_str().unwrap().to_string()).collect();
+            let keys: std::collections::HashSet<_> = got
+                .iter()
+                .map(|m| m["dedupeKey"].as_str().unwrap().to_string())
+                .collect();
             assert_eq!(keys.len(), 4, "customer and owner, PAID and ACCEPTED");
             assert!(keys.contains(&format!("{id}:ACCEPTED:owner1")));
             break;
@@ -200,13 +293,20 @@ async fn a_killed_workflow_worker_loses_nothing() {
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| !l.as_array().unwrap().is_empty()).await;
+    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
+        !l.as_array().unwrap().is_empty()
+    })
+    .await;
     s.stop_worker(Context::Order);
     // The owner accepts while the workflow's host is down; the call completes once
     // a new worker picks the workflow up from its history.
     let accept = {
         let url = s.url(&format!("/api/shop/orders/{id}/accept"));
-        let req = s.http.post(url).bearer_auth(&owner).json(&json!({"cookMinutes": 5}));
+        let req = s
+            .http
+            .post(url)
+            .bearer_auth(&owner)
+            .json(&json!({"cookMinutes": 5}));
         tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;

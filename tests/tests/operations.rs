@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use temporalio_client::WorkflowListOptions;
 
 async fn find(s: &Stack, query: &str) -> Vec<String> {
-    let stream = s.temporal.list_workflows(query.to_string(), WorkflowListOptions::default());
+    let stream = s
+        .temporal
+        .list_workflows(query.to_string(), WorkflowListOptions::default());
     let found: Vec<_> = stream.try_collect().await.unwrap();
     found.iter().map(|w| w.id().to_string()).collect()
 }
@@ -35,12 +37,30 @@ async fn a_placed_order_is_listed_by_shop_and_status_in_temporal_visibility() {
     eventually_found(&s, "CustomerId = 'customer1'", &wid).await;
     assert!(!find(&s, "ShopId = 'shop2'").await.contains(&wid));
 
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| !l.as_array().unwrap().is_empty()).await;
-    let (code, _) = s.post(&format!("/api/shop/orders/{id}/accept"), &owner, json!({"cookMinutes": 5})).await;
+    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
+        !l.as_array().unwrap().is_empty()
+    })
+    .await;
+    let (code, _) = s
+        .post(
+            &format!("/api/shop/orders/{id}/accept"),
+            &owner,
+            json!({"cookMinutes": 5}),
+        )
+        .await;
     assert_eq!(code, 200);
     // "Every order stuck in ACCEPTED for one shop".
-    eventually_found(&s, "ShopId = 'shop1' AND OrderStatus = 'ACCEPTED' AND ExecutionStatus = 'Running'", &wid).await;
-    assert!(!find(&s, "ShopId = 'shop1' AND OrderStatus = 'PAID'").await.contains(&wid));
+    eventually_found(
+        &s,
+        "ShopId = 'shop1' AND OrderStatus = 'ACCEPTED' AND ExecutionStatus = 'Running'",
+        &wid,
+    )
+    .await;
+    assert!(
+        !find(&s, "ShopId = 'shop1' AND OrderStatus = 'PAID'")
+            .await
+            .contains(&wid)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

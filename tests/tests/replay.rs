@@ -23,7 +23,12 @@ fn recorded() -> Vec<(String, Vec<u8>)> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -33,13 +38,21 @@ fn recorded() -> Vec<(String, Vec<u8>)> {
 async fn every_recorded_history_replays_against_todays_workflow() {
     let histories = recorded();
     let names: Vec<_> = histories.iter().map(|(n, _)| n.as_str()).collect();
-    for path in ["happy_path.json", "cancelled.json", "rejected.json", "shop_timeout.json", "no_rider.json"] {
+    for path in [
+        "happy_path.json",
+        "cancelled.json",
+        "rejected.json",
+        "shop_timeout.json",
+        "no_rider.json",
+    ] {
         assert!(names.contains(&path), "missing recorded history {path}");
     }
     let r = replayer();
     for (name, bytes) in histories {
         let h = WorkflowHistory::from_json(&bytes).unwrap();
-        r.replay_workflow(h).await.unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
+        r.replay_workflow(h)
+            .await
+            .unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
     }
 }
 
@@ -47,7 +60,10 @@ async fn every_recorded_history_replays_against_todays_workflow() {
 /// not match the code's decisions.
 #[tokio::test]
 async fn a_history_the_code_would_not_produce_fails_replay() {
-    let (_, bytes) = recorded().into_iter().find(|(n, _)| n == "happy_path.json").unwrap();
+    let (_, bytes) = recorded()
+        .into_iter()
+        .find(|(n, _)| n == "happy_path.json")
+        .unwrap();
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.contains("payment.charge"));
     let tampered = text.replacen("payment.charge", "payment.charge_twice", 1);

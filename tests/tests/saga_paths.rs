@@ -5,7 +5,12 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 fn statuses(order: &Value) -> Vec<String> {
-    order["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap().to_string()).collect()
+    order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn with_env(env: &[(&'static str, &str)]) -> StackOptions {
@@ -22,7 +27,13 @@ async fn accept(s: &Stack, id: &str, owner: &str) {
         l.as_array().unwrap().iter().any(|o| o["orderId"] == id)
     })
     .await;
-    let (code, b) = s.post(&format!("/api/shop/orders/{id}/accept"), owner, json!({"cookMinutes": 10})).await;
+    let (code, b) = s
+        .post(
+            &format!("/api/shop/orders/{id}/accept"),
+            owner,
+            json!({"cookMinutes": 10}),
+        )
+        .await;
     assert_eq!(code, 200, "{b}");
 }
 
@@ -31,7 +42,9 @@ async fn declined_payment_is_402_and_nothing_is_established() {
     let s = spawn_stack().await;
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
-    let (code, body) = s.post("/api/orders", &customer, order_body("tok_declined")).await;
+    let (code, body) = s
+        .post("/api/orders", &customer, order_body("tok_declined"))
+        .await;
     assert_eq!(code, 402, "{body}");
     assert_eq!(body["status"], 402);
     assert!(s.sim.payments().is_empty(), "nothing charged");
@@ -47,7 +60,9 @@ async fn cancel_before_acceptance_refunds_the_payment() {
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
-    let (code, body) = s.post(&format!("/api/orders/{id}/cancel"), &customer, json!({})).await;
+    let (code, body) = s
+        .post(&format!("/api/orders/{id}/cancel"), &customer, json!({}))
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "CANCELLED");
     assert_eq!(body["refund"]["amount"], ORDER_TOTAL);
@@ -58,9 +73,17 @@ async fn cancel_before_acceptance_refunds_the_payment() {
     assert_eq!(statuses(&order), ["PAID", "CANCELLED"]);
     let charges = s.sim.charges_of(&id);
     assert_eq!((charges.len(), charges[0].refunded), (1, ORDER_TOTAL));
-    s.eventually("/api/shop/orders?status=CANCELLED", &owner, Duration::from_secs(20), |l| {
-        l.as_array().unwrap().iter().any(|o| o["orderId"] == id.as_str())
-    })
+    s.eventually(
+        "/api/shop/orders?status=CANCELLED",
+        &owner,
+        Duration::from_secs(20),
+        |l| {
+            l.as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["orderId"] == id.as_str())
+        },
+    )
     .await;
     s.wait_workflow_closed(&id).await;
     record_history(&s, &id, "cancelled").await;
@@ -73,7 +96,9 @@ async fn cancel_after_accept_is_refused() {
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
     accept(&s, &id, &owner).await;
-    let (code, body) = s.post(&format!("/api/orders/{id}/cancel"), &customer, json!({})).await;
+    let (code, body) = s
+        .post(&format!("/api/orders/{id}/cancel"), &customer, json!({}))
+        .await;
     assert_eq!(code, 409, "{body}");
     let (_, order) = s.get(&format!("/api/orders/{id}"), &customer).await;
     assert_eq!(order["status"], "ACCEPTED");
@@ -86,8 +111,17 @@ async fn rejection_refunds_with_the_owners_reason() {
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| !l.as_array().unwrap().is_empty()).await;
-    let (code, body) = s.post(&format!("/api/shop/orders/{id}/reject"), &owner, json!({"reason": "재료 소진 out of chicken"})).await;
+    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
+        !l.as_array().unwrap().is_empty()
+    })
+    .await;
+    let (code, body) = s
+        .post(
+            &format!("/api/shop/orders/{id}/reject"),
+            &owner,
+            json!({"reason": "재료 소진 out of chicken"}),
+        )
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["status"], "REJECTED");
     assert_eq!(body["refund"]["amount"], ORDER_TOTAL);
@@ -104,9 +138,12 @@ async fn unanswered_order_is_rejected_with_shop_timeout_and_refunded() {
     let customer = s.login("customer1").await;
     let id = s.place(&customer).await;
     let order = s
-        .eventually(&format!("/api/orders/{id}"), &customer, Duration::from_secs(30), |o| {
-            o["status"] == "REJECTED" && o["refund"]["status"] == "REFUNDED"
-        })
+        .eventually(
+            &format!("/api/orders/{id}"),
+            &customer,
+            Duration::from_secs(30),
+            |o| o["status"] == "REJECTED" && o["refund"]["status"] == "REFUNDED",
+        )
         .await;
     assert_eq!(order["reason"], "SHOP_TIMEOUT");
     assert_eq!(order["refund"]["amount"], ORDER_TOTAL);
@@ -125,17 +162,27 @@ async fn declined_offer_goes_to_the_next_nearest_rider() {
     accept(&s, &id, &owner).await;
     let (first, t1) = s.rider_with_offer(&id, &riders).await;
     assert_eq!(first, "rider1");
-    let (code, b) = s.post(&format!("/api/rider/offers/{id}/decline"), &t1, json!({})).await;
+    let (code, b) = s
+        .post(&format!("/api/rider/offers/{id}/decline"), &t1, json!({}))
+        .await;
     assert_eq!(code, 200, "{b}");
-    let others: Vec<_> = riders.iter().filter(|(n, _)| n != "rider1").cloned().collect();
+    let others: Vec<_> = riders
+        .iter()
+        .filter(|(n, _)| n != "rider1")
+        .cloned()
+        .collect();
     let (second, t2) = s.rider_with_offer(&id, &others).await;
     assert_eq!(second, "rider2");
-    let (code, b) = s.post(&format!("/api/rider/offers/{id}/accept"), &t2, json!({})).await;
+    let (code, b) = s
+        .post(&format!("/api/rider/offers/{id}/accept"), &t2, json!({}))
+        .await;
     assert_eq!(code, 200, "{b}");
     let order = s.wait_status(&id, &customer, "RIDER_ASSIGNED").await;
     assert_eq!(order["rider"]["id"], "rider2");
     // The rider who declined cannot take it after all.
-    let (code, _) = s.post(&format!("/api/rider/offers/{id}/accept"), &t1, json!({})).await;
+    let (code, _) = s
+        .post(&format!("/api/rider/offers/{id}/accept"), &t1, json!({}))
+        .await;
     assert_eq!(code, 409);
 }
 
@@ -149,13 +196,21 @@ async fn unanswered_offer_times_out_to_the_next_nearest_rider() {
     accept(&s, &id, &owner).await;
     let (first, t1) = s.rider_with_offer(&id, &riders).await;
     assert_eq!(first, "rider1");
-    let others: Vec<_> = riders.iter().filter(|(n, _)| n != "rider1").cloned().collect();
+    let others: Vec<_> = riders
+        .iter()
+        .filter(|(n, _)| n != "rider1")
+        .cloned()
+        .collect();
     let (second, t2) = s.rider_with_offer(&id, &others).await;
     assert_eq!(second, "rider2");
     // The lapsed offer is gone for rider1.
-    let (code, _) = s.post(&format!("/api/rider/offers/{id}/accept"), &t1, json!({})).await;
+    let (code, _) = s
+        .post(&format!("/api/rider/offers/{id}/accept"), &t1, json!({}))
+        .await;
     assert_eq!(code, 409);
-    let (code, b) = s.post(&format!("/api/rider/offers/{id}/accept"), &t2, json!({})).await;
+    let (code, b) = s
+        .post(&format!("/api/rider/offers/{id}/accept"), &t2, json!({}))
+        .await;
     assert_eq!(code, 200, "{b}");
     s.wait_status(&id, &customer, "RIDER_ASSIGNED").await;
 }
@@ -168,16 +223,24 @@ async fn no_rider_within_the_search_timeout_cancels_and_refunds() {
     // Every rider goes off duty.
     for (_, t) in s.riders(6).await {
         let (code, _) = s
-            .call(reqwest::Method::PUT, "/api/rider/location", Some(&t), Some(json!({"lat": 37.5, "lon": 127.0, "available": false})))
+            .call(
+                reqwest::Method::PUT,
+                "/api/rider/location",
+                Some(&t),
+                Some(json!({"lat": 37.5, "lon": 127.0, "available": false})),
+            )
             .await;
         assert_eq!(code, 204);
     }
     let id = s.place(&customer).await;
     accept(&s, &id, &owner).await;
     let order = s
-        .eventually(&format!("/api/orders/{id}"), &customer, Duration::from_secs(30), |o| {
-            o["status"] == "CANCELLED" && o["refund"]["status"] == "REFUNDED"
-        })
+        .eventually(
+            &format!("/api/orders/{id}"),
+            &customer,
+            Duration::from_secs(30),
+            |o| o["status"] == "CANCELLED" && o["refund"]["status"] == "REFUNDED",
+        )
         .await;
     assert_eq!(order["reason"], "NO_RIDER");
     assert_eq!(statuses(&order), ["PAID", "ACCEPTED", "CANCELLED"]);
@@ -202,9 +265,14 @@ async fn a_busy_rider_never_gets_a_second_delivery_under_twenty_concurrent_order
             let (_, offers) = s.get("/api/rider/offers", t).await;
             for o in offers.as_array().unwrap() {
                 let oid = o["orderId"].as_str().unwrap();
-                let (code, _) = s.post(&format!("/api/rider/offers/{oid}/accept"), t, json!({})).await;
+                let (code, _) = s
+                    .post(&format!("/api/rider/offers/{oid}/accept"), t, json!({}))
+                    .await;
                 if code == 200 {
-                    assert!(assigned.insert(name.clone(), oid.to_string()).is_none(), "{name} got a second delivery");
+                    assert!(
+                        assigned.insert(name.clone(), oid.to_string()).is_none(),
+                        "{name} got a second delivery"
+                    );
                 } else {
                     assert_eq!(code, 409);
                 }
@@ -212,7 +280,11 @@ async fn a_busy_rider_never_gets_a_second_delivery_under_twenty_concurrent_order
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(assigned.len(), 6, "each of the six riders carries exactly one delivery");
+    assert_eq!(
+        assigned.len(),
+        6,
+        "each of the six riders carries exactly one delivery"
+    );
     // While they carry them, nobody is offered anything more.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (name, t) in &riders {

@@ -14,14 +14,25 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 pub async fn connect(cfg: &Config) -> anyhow::Result<Client> {
     let url = url::Url::parse(&cfg.temporal_url())
         .with_context(|| format!("TEMPORAL_ADDRESS={:?}", cfg.temporal_address))?;
-    let conn = Connection::connect(ConnectionOptions::new(url).identity(format!("baedal@{}", std::process::id())).build())
-        .await
-        .with_context(|| format!("connecting to Temporal at {}", cfg.temporal_address))?;
-    Ok(Client::new(conn, ClientOptions::new(cfg.temporal_namespace.clone()).build())?)
+    let conn = Connection::connect(
+        ConnectionOptions::new(url)
+            .identity(format!("baedal@{}", std::process::id()))
+            .build(),
+    )
+    .await
+    .with_context(|| format!("connecting to Temporal at {}", cfg.temporal_address))?;
+    Ok(Client::new(
+        conn,
+        ClientOptions::new(cfg.temporal_namespace.clone()).build(),
+    )?)
 }
 
 /// Runs the named contexts' workers until `shutdown` resolves, then drains them.
-pub async fn run(cfg: Config, contexts: &[Context], shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    contexts: &[Context],
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let client = connect(&cfg).await?;
     let mut workers = Vec::new();
@@ -39,10 +50,18 @@ pub async fn run(cfg: Config, contexts: &[Context], shutdown: impl Future<Output
             }
             Context::Payment => {
                 let db = db::open(&cfg.database, name, &payment::MIGRATOR).await?;
-                let breaker = payment::breaker::Breaker::new(db.clone(), cfg.breaker_failures, cfg.breaker_cooldown);
+                let breaker = payment::breaker::Breaker::new(
+                    db.clone(),
+                    cfg.breaker_failures,
+                    cfg.breaker_cooldown,
+                );
                 let gateway = payment::Gateway::new(&cfg.payment_gateway_url, cfg.payment_timeout);
                 WorkerOptions::new(cfg.queues().payment)
-                    .register_activities(payment::PaymentContext { db, gateway, breaker })
+                    .register_activities(payment::PaymentContext {
+                        db,
+                        gateway,
+                        breaker,
+                    })
                     .build()
             }
             Context::Shop => {
@@ -61,7 +80,11 @@ pub async fn run(cfg: Config, contexts: &[Context], shutdown: impl Future<Output
             Context::Notification => {
                 let db = db::open(&cfg.database, name, &notification::MIGRATOR).await?;
                 if let Some(url) = cfg.notify_webhook_url.clone() {
-                    relays.push(tokio::spawn(notification::run_relay(db.clone(), url, stop_rx.clone())));
+                    relays.push(tokio::spawn(notification::run_relay(
+                        db.clone(),
+                        url,
+                        stop_rx.clone(),
+                    )));
                 }
                 WorkerOptions::new(cfg.queues().notification)
                     .register_activities(notification::NotificationContext {

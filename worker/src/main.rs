@@ -7,7 +7,10 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()),
+        )
         .init();
     let cfg = Config::from_env()?;
     let mut contexts = cfg.contexts.clone();
@@ -15,12 +18,18 @@ async fn main() -> anyhow::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--context" | "--contexts" => {
-                let list = args.next().ok_or_else(|| anyhow::anyhow!("--context needs a list, e.g. order,payment"))?;
+                let list = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--context needs a list, e.g. order,payment"))?;
                 contexts = parse_contexts(&list)?;
             }
-            a if a.starts_with("--context=") => contexts = parse_contexts(&a["--context=".len()..])?,
+            a if a.starts_with("--context=") => {
+                contexts = parse_contexts(&a["--context=".len()..])?
+            }
             "-h" | "--help" => {
-                println!("usage: baedal-worker [--context order,payment,shop,delivery,notification]");
+                println!(
+                    "usage: baedal-worker [--context order,payment,shop,delivery,notification]"
+                );
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other:?} (see --help)"),
@@ -29,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
     let names: Vec<_> = contexts.iter().map(|c| c.name()).collect();
     tracing::info!(contexts = ?names, temporal = %cfg.temporal_address, "baedal-worker starting");
     baedal_worker::run(cfg, &contexts, async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
     })
     .await

@@ -90,14 +90,14 @@ impl NotificationActivities {
 /// Nameable handles of the contracts above, for the contexts' implementations
 /// (`#[activity(definition = def::ShopProject)]`).
 pub mod def {
+    pub use super::delivery_activities::Assign as DeliveryAssign;
+    pub use super::delivery_activities::OfferNearest as DeliveryOfferNearest;
+    pub use super::delivery_activities::Project as DeliveryProject;
+    pub use super::delivery_activities::WithdrawOffer as DeliveryWithdrawOffer;
+    pub use super::notification_activities::Announce as NotificationAnnounce;
     pub use super::order_activities::Project as OrderProject;
     pub use super::payment_activities::Charge as PaymentCharge;
     pub use super::payment_activities::Refund as PaymentRefund;
     pub use super::payment_activities::SettleUnknown as PaymentSettleUnknown;
     pub use super::shop_activities::Project as ShopProject;
-    pub use super::delivery_activities::OfferNearest as DeliveryOfferNearest;
-    pub use super::delivery_activities::WithdrawOffer as DeliveryWithdrawOffer;
-    pub use super::delivery_activities::Assign as DeliveryAssign;
-    pub use super::delivery_activities::Project as DeliveryProject;
-    pub use super::notification_activities::Announce as NotificationAnnounce;
 }

@@ -46,7 +46,9 @@ impl Context {
             .into_iter()
             .find(|c| c.name() == s.trim())
             .ok_or_else(|| {
-                format!("unknown context `{s}` (expected order, payment, shop, delivery, notification)")
+                format!(
+                    "unknown context `{s}` (expected order, payment, shop, delivery, notification)"
+                )
             })
     }
 }

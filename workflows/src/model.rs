@@ -192,10 +192,16 @@ pub struct OrderSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PlaceOutcome {
-    Paid { order: OrderSnapshot },
-    Declined { message: String },
+    Paid {
+        order: Box<OrderSnapshot>,
+    },
+    Declined {
+        message: String,
+    },
     /// The gateway failed or did not answer in time: the order is not established.
-    Unavailable { message: String },
+    Unavailable {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,7 +233,9 @@ pub struct RefundRequest {
 #[serde(tag = "outcome", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SettleOutcome {
     /// The gateway had charged after all; that charge is now refunded.
-    Refunded { payment_id: String },
+    Refunded {
+        payment_id: String,
+    },
     NothingCharged,
 }
 

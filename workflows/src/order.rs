@@ -13,8 +13,7 @@
 //! that changed it, no status is skipped when several updates land in one task.
 
 use crate::activities::{
-    DeliveryActivities, NotificationActivities, OrderActivities, PaymentActivities,
-    ShopActivities,
+    DeliveryActivities, NotificationActivities, OrderActivities, PaymentActivities, ShopActivities,
 };
 use crate::model::*;
 use crate::search;
@@ -173,7 +172,7 @@ impl OrderFulfillment {
                     s.payment_id = Some(payment_id);
                     s.transition(OrderStatus::Paid, now);
                     PlaceOutcome::Paid {
-                        order: s.snapshot_now(),
+                        order: Box::new(s.snapshot_now()),
                     }
                 }
                 ChargeOutcome::Declined { message } => {
@@ -198,7 +197,10 @@ impl OrderFulfillment {
 
     #[update_validator(cancel)]
     fn validate_cancel(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), HandlerError> {
-        self.require(&[OrderStatus::Paid], "the shop has already accepted the order")
+        self.require(
+            &[OrderStatus::Paid],
+            "the shop has already accepted the order",
+        )
     }
 
     /// Customer cancels before the shop accepts; answers once the refund is done.
@@ -350,7 +352,11 @@ impl OrderFulfillment {
     }
 
     #[update_validator(pickup)]
-    fn validate_pickup(&self, _ctx: &WorkflowContextView, a: &RiderAction) -> Result<(), HandlerError> {
+    fn validate_pickup(
+        &self,
+        _ctx: &WorkflowContextView,
+        a: &RiderAction,
+    ) -> Result<(), HandlerError> {
         self.require_rider(&a.rider_id)?;
         self.require(
             &[OrderStatus::DeliveryStarted],
@@ -372,7 +378,10 @@ impl OrderFulfillment {
         a: &RiderAction,
     ) -> Result<(), HandlerError> {
         self.require_rider(&a.rider_id)?;
-        self.require(&[OrderStatus::PickedUp], "only a picked-up order can be completed")
+        self.require(
+            &[OrderStatus::PickedUp],
+            "only a picked-up order can be completed",
+        )
     }
 
     #[update]
@@ -573,8 +582,7 @@ async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<(
     };
 
     if ctx.state(|s| s.status == Some(OrderStatus::Accepted)) {
-        let (dispatched, cooked) =
-            temporalio_sdk::workflows::join!(dispatch_rider(ctx), cook(ctx));
+        let (dispatched, cooked) = temporalio_sdk::workflows::join!(dispatch_rider(ctx), cook(ctx));
         dispatched?;
         cooked?;
     }
@@ -685,8 +693,10 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
         let Some(made) = offer else {
             // Riders who let an earlier offer lapse may take it now.
             lapsed.clear();
-            ctx.timer(Duration::from_millis(poll_ms.min(deadline - now).max(1) as u64))
-                .await;
+            ctx.timer(Duration::from_millis(
+                poll_ms.min(deadline - now).max(1) as u64
+            ))
+            .await;
             continue;
         };
         ctx.state_mut(|s| {
@@ -702,12 +712,18 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
             _ = ctx.wait_condition(|s| s.offer.as_ref().is_some_and(|o| o.answer.is_some() || o.accepting)) => {}
         };
         // An accept in flight when the offer lapses still gets its answer.
-        ctx.wait_condition(|s| s.offer.as_ref().is_some_and(|o| !o.accepting || o.answer.is_some()))
-            .await?;
+        ctx.wait_condition(|s| {
+            s.offer
+                .as_ref()
+                .is_some_and(|o| !o.accepting || o.answer.is_some())
+        })
+        .await?;
         let answer = ctx.state_mut(|s| s.offer.take().and_then(|o| o.answer));
         match answer {
             Some(OfferAnswer::Accepted) => return Ok(()),
-            Some(OfferAnswer::Declined) | Some(OfferAnswer::Busy) => declined.push(made.rider_id.clone()),
+            Some(OfferAnswer::Declined) | Some(OfferAnswer::Busy) => {
+                declined.push(made.rider_id.clone())
+            }
             None => lapsed.push(made.rider_id.clone()),
         }
         ctx.execute_activity(
@@ -785,8 +801,12 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
                 .await?
             }
             View::Shop => {
-                ctx.execute_activity(ShopActivities::project, snapshot, projection_options(&queue.shop))
-                    .await?
+                ctx.execute_activity(
+                    ShopActivities::project,
+                    snapshot,
+                    projection_options(&queue.shop),
+                )
+                .await?
             }
             View::Delivery => {
                 ctx.execute_activity(

@@ -34,7 +34,13 @@ pub async fn seed_demo(db: &Db, riders: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn report_location(db: &Db, rider: &str, lat: f64, lon: f64, available: bool) -> anyhow::Result<()> {
+pub async fn report_location(
+    db: &Db,
+    rider: &str,
+    lat: f64,
+    lon: f64,
+    available: bool,
+) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO riders (id, lat, lon, available, current_order, updated_at)
          VALUES ($1, $2, $3, $4, NULL, $5)
@@ -96,16 +102,22 @@ pub async fn deliveries_for(db: &Db, rider: &str) -> anyhow::Result<Vec<serde_js
     .bind(rider)
     .fetch_all(db)
     .await?;
-    rows.into_iter().map(|(d,)| Ok(serde_json::from_str(&d)?)).collect()
+    rows.into_iter()
+        .map(|(d,)| Ok(serde_json::from_str(&d)?))
+        .collect()
 }
 
-pub async fn find_delivery(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+pub async fn find_delivery(
+    db: &Db,
+    order_id: &str,
+) -> anyhow::Result<Option<(String, serde_json::Value)>> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT rider_id, doc FROM delivery_info WHERE order_id = $1")
             .bind(order_id)
             .fetch_optional(db)
             .await?;
-    row.map(|(r, d)| Ok((r, serde_json::from_str(&d)?))).transpose()
+    row.map(|(r, d)| Ok((r, serde_json::from_str(&d)?)))
+        .transpose()
 }
 
 /// The rider's view of a delivery.
@@ -150,7 +162,10 @@ impl DeliveryContext {
                 .fetch_optional(&self.db)
                 .await?;
         if let Some((rider_id, distance_m)) = existing {
-            return Ok(Some(OfferMade { rider_id, distance_m }));
+            return Ok(Some(OfferMade {
+                rider_id,
+                distance_m,
+            }));
         }
         let free: Vec<Candidate> = sqlx::query_as(
             "SELECT id, lat, lon FROM riders
@@ -266,11 +281,13 @@ impl DeliveryContext {
         .execute(&mut *tx)
         .await?;
         if order.status.is_terminal() {
-            sqlx::query("UPDATE riders SET current_order = NULL WHERE id = $1 AND current_order = $2")
-                .bind(&rider.id)
-                .bind(&order.order_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE riders SET current_order = NULL WHERE id = $1 AND current_order = $2",
+            )
+            .bind(&rider.id)
+            .bind(&order.order_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         if order.status == OrderStatus::Delivered {

@@ -37,7 +37,11 @@ pub fn message(o: &OrderSnapshot, status: OrderStatus) -> String {
     let what = match status {
         OrderStatus::Paid => format!("주문이 결제되었습니다 ({total}). Order paid."),
         OrderStatus::Accepted => match o.ready_at {
-            Some(t) => format!("가게가 주문을 수락했습니다. 조리 완료 예정 {}. Accepted, ready at {}.", rfc3339(t), rfc3339(t)),
+            Some(t) => format!(
+                "가게가 주문을 수락했습니다. 조리 완료 예정 {}. Accepted, ready at {}.",
+                rfc3339(t),
+                rfc3339(t)
+            ),
             None => "가게가 주문을 수락했습니다. Accepted.".to_string(),
         },
         OrderStatus::RiderAssigned => "라이더가 배정되었습니다. Rider assigned.".to_string(),
@@ -64,7 +68,7 @@ fn format_krw(v: i64) -> String {
     let digits = v.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

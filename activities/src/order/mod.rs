@@ -30,14 +30,19 @@ pub fn order_info(o: &OrderSnapshot) -> serde_json::Value {
     })
 }
 
-pub async fn list_for_customer(db: &Db, customer_id: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+pub async fn list_for_customer(
+    db: &Db,
+    customer_id: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT doc FROM order_info WHERE customer_id = $1 ORDER BY placed_at DESC, order_id",
     )
     .bind(customer_id)
     .fetch_all(db)
     .await?;
-    rows.into_iter().map(|(d,)| Ok(serde_json::from_str(&d)?)).collect()
+    rows.into_iter()
+        .map(|(d,)| Ok(serde_json::from_str(&d)?))
+        .collect()
 }
 
 /// One order with its owner (customer id), for the tenant check.
@@ -47,7 +52,8 @@ pub async fn find(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, ser
             .bind(order_id)
             .fetch_optional(db)
             .await?;
-    row.map(|(c, d)| Ok((c, serde_json::from_str(&d)?))).transpose()
+    row.map(|(c, d)| Ok((c, serde_json::from_str(&d)?)))
+        .transpose()
 }
 
 pub enum Placement {

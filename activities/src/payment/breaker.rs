@@ -110,9 +110,11 @@ impl Breaker {
         let before = self.row().await?;
         if healthy {
             if before.state != "closed" || before.failures != 0 {
-                sqlx::query("UPDATE breaker SET state = 'closed', failures = 0 WHERE name = 'gateway'")
-                    .execute(&self.db)
-                    .await?;
+                sqlx::query(
+                    "UPDATE breaker SET state = 'closed', failures = 0 WHERE name = 'gateway'",
+                )
+                .execute(&self.db)
+                .await?;
                 if before.state != "closed" {
                     self.metrics.closed.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("payment breaker closed: the gateway answered");
@@ -134,7 +136,10 @@ impl Breaker {
         let after = self.row().await?;
         if before.state != "open" && after.state == "open" {
             self.metrics.opened.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(failures = after.failures, "payment breaker opened: gateway failing");
+            tracing::warn!(
+                failures = after.failures,
+                "payment breaker opened: gateway failing"
+            );
         }
         Ok(())
     }

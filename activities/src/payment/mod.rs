@@ -88,7 +88,10 @@ impl Gateway {
     pub async fn refund(&self, req: &RefundRequest) -> anyhow::Result<()> {
         let resp = self
             .http
-            .post(format!("{}/v1/payments/{}/refund", self.base, req.payment_id))
+            .post(format!(
+                "{}/v1/payments/{}/refund",
+                self.base, req.payment_id
+            ))
             .timeout(self.timeout)
             .json(&json!({"amount": req.amount, "idempotencyKey": req.idempotency_key}))
             .send()
@@ -110,7 +113,12 @@ pub struct PaymentContext {
 }
 
 impl PaymentContext {
-    async fn record_charge(&self, req: &ChargeRequest, outcome: &str, payment_id: Option<&str>) -> anyhow::Result<()> {
+    async fn record_charge(
+        &self,
+        req: &ChargeRequest,
+        outcome: &str,
+        payment_id: Option<&str>,
+    ) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO charges (idempotency_key, order_id, amount, outcome, payment_id, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -179,7 +187,9 @@ impl PaymentContext {
         req: ChargeRequest,
     ) -> Result<ChargeOutcome, ActivityError> {
         let answer = self.gateway.charge(&req).await;
-        self.breaker.record(!matches!(answer, GatewayAnswer::Failed(_))).await?;
+        self.breaker
+            .record(!matches!(answer, GatewayAnswer::Failed(_)))
+            .await?;
         Ok(match answer {
             GatewayAnswer::Approved(id) => {
                 self.record_charge(&req, "APPROVED", Some(&id)).await?;
@@ -218,10 +228,13 @@ impl PaymentContext {
     ) -> Result<SettleOutcome, ActivityError> {
         self.admitted().await?;
         let answer = self.gateway.charge(&req).await;
-        self.breaker.record(!matches!(answer, GatewayAnswer::Failed(_))).await?;
+        self.breaker
+            .record(!matches!(answer, GatewayAnswer::Failed(_)))
+            .await?;
         match answer {
             GatewayAnswer::Approved(payment_id) => {
-                self.record_charge(&req, "APPROVED", Some(&payment_id)).await?;
+                self.record_charge(&req, "APPROVED", Some(&payment_id))
+                    .await?;
                 self.refund_once(&RefundRequest {
                     order_id: req.order_id.clone(),
                     payment_id: payment_id.clone(),

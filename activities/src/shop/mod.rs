@@ -101,7 +101,10 @@ pub async fn list_orders(
         .collect()
 }
 
-pub async fn find_order(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+pub async fn find_order(
+    db: &Db,
+    order_id: &str,
+) -> anyhow::Result<Option<(String, serde_json::Value)>> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT shop_id, doc FROM order_dtl WHERE order_id = $1")
             .bind(order_id)
