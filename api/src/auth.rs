@@ -42,13 +42,34 @@ pub fn decode_token(keys: &Keys, token: &str) -> anyhow::Result<Claims> {
     Ok(jsonwebtoken::decode::<Claims>(token, &keys.decoding, &v)?.claims)
 }
 
-#[derive(Deserialize)]
+/// Credentials (demo accounts use the password `demo`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
+    #[schema(example = "customer1")]
     username: String,
+    #[schema(example = "demo", format = Password)]
     password: String,
 }
 
+/// Log in
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    description = "Exchanges a username and password for a bearer token (HS256 JWT with expiry).",
+    request_body = Login,
+    responses(
+        (status = 200, description = "A token for the user's role", body = crate::openapi::LoginResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
 pub async fn login(State(st): State<AppState>, Body(l): Body<Login>) -> ApiResult<Json<Value>> {
     let db = st.dbs.identity.clone();
     let user = identity::verify_login(&db, l.username.trim(), &l.password)

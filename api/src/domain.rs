@@ -29,7 +29,9 @@ impl Quantity {
         if (1..=99).contains(&q) {
             Ok(Quantity(q as u32))
         } else {
-            Err(ApiError::unprocessable(format!("quantity must be between 1 and 99, got {q}")))
+            Err(ApiError::unprocessable(format!(
+                "quantity must be between 1 and 99, got {q}"
+            )))
         }
     }
     pub fn get(self) -> u32 {
@@ -46,7 +48,9 @@ impl CookMinutes {
         if (1..=180).contains(&m) {
             Ok(CookMinutes(m as u32))
         } else {
-            Err(ApiError::unprocessable("cookMinutes must be between 1 and 180"))
+            Err(ApiError::unprocessable(
+                "cookMinutes must be between 1 and 180",
+            ))
         }
     }
     pub fn get(self) -> u32 {
@@ -58,10 +62,14 @@ impl CookMinutes {
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(ApiError::unprocessable(format!("{field} must not be empty")));
+        return Err(ApiError::unprocessable(format!(
+            "{field} must not be empty"
+        )));
     }
     if v.chars().count() > max {
-        return Err(ApiError::unprocessable(format!("{field} is longer than {max} characters")));
+        return Err(ApiError::unprocessable(format!(
+            "{field} is longer than {max} characters"
+        )));
     }
     Ok(v.to_string())
 }
@@ -72,11 +80,14 @@ pub fn phone(value: &str) -> Result<String, ApiError> {
     let digits = v.chars().filter(char::is_ascii_digit).count();
     let ok = (7..=20).contains(&v.len())
         && digits >= 7
-        && v.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '));
+        && v.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '));
     if ok {
         Ok(v.to_string())
     } else {
-        Err(ApiError::unprocessable("phone must be a phone number like 010-1234-5678"))
+        Err(ApiError::unprocessable(
+            "phone must be a phone number like 010-1234-5678",
+        ))
     }
 }
 

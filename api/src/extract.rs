@@ -25,8 +25,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType(
                 "expected Content-Type: application/json".into(),
             )),
-            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge("bodies are limited to 64 KiB".into()))
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::PayloadTooLarge(
+                    "bodies are limited to 64 KiB".into(),
+                ))
             }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
@@ -41,7 +45,10 @@ pub struct AuthUser(pub Claims);
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header_token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -50,7 +57,9 @@ impl FromRequestParts<AppState> for AuthUser {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
                     .map(str::trim)
-                    .ok_or_else(|| ApiError::Unauthorized("use Authorization: Bearer <token>".into()))
+                    .ok_or_else(|| {
+                        ApiError::Unauthorized("use Authorization: Bearer <token>".into())
+                    })
             })
             .transpose()?;
         let query_token = if parts.uri.path().ends_with("/events") {
@@ -77,7 +86,9 @@ impl AuthUser {
         if self.0.role == role {
             Ok(&self.0)
         } else {
-            Err(ApiError::Forbidden(format!("this call is for the {role} role")))
+            Err(ApiError::Forbidden(format!(
+                "this call is for the {role} role"
+            )))
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 mod orders;
 mod rider;
 mod shop_orders;
@@ -15,7 +16,6 @@ use anyhow::Context as _;
 use auth::Keys;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::routing::{get, post, put};
 use baedal_activities::db::{self, Db};
 use baedal_activities::payment::breaker::Breaker;
 use baedal_activities::{Config, delivery, identity, notification, order, payment, shop};
@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use temporalio_client::Client;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Requests larger than this are refused (413) before they are read.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -65,8 +68,15 @@ impl AppState {
         };
         identity::seed_demo(&dbs.identity, cfg.demo_riders).await?;
         delivery::seed_demo(&dbs.delivery, cfg.demo_riders).await?;
-        let keys = Keys::new(&identity::signing_key(&dbs.identity).await?, cfg.token_ttl.as_secs());
-        let breaker = Arc::new(Breaker::new(dbs.payment.clone(), cfg.breaker_failures, cfg.breaker_cooldown));
+        let keys = Keys::new(
+            &identity::signing_key(&dbs.identity).await?,
+            cfg.token_ttl.as_secs(),
+        );
+        let breaker = Arc::new(Breaker::new(
+            dbs.payment.clone(),
+            cfg.breaker_failures,
+            cfg.breaker_cooldown,
+        ));
         let temporal = baedal_worker::connect(&cfg).await?;
         Ok(AppState {
             cfg: Arc::new(cfg),
@@ -78,37 +88,55 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/auth/login", post(auth::login))
-        .route("/shops", get(shops))
-        .route("/shops/{shop_id}/menu", get(menu))
-        .route("/orders", post(orders::place).get(orders::list))
-        .route("/orders/{id}", get(orders::get_one))
-        .route("/orders/{id}/events", get(orders::events))
-        .route("/orders/{id}/live", get(orders::live))
-        .route("/orders/{id}/cancel", post(orders::cancel))
-        .route("/shop/orders", get(shop_orders::list))
-        .route("/shop/orders/{id}/accept", post(shop_orders::accept))
-        .route("/shop/orders/{id}/reject", post(shop_orders::reject))
-        .route("/shop/orders/{id}/ready", post(shop_orders::ready))
-        .route("/rider/location", put(rider::location))
-        .route("/rider/offers", get(rider::offers))
-        .route("/rider/offers/{id}/accept", post(rider::accept))
-        .route("/rider/offers/{id}/decline", post(rider::decline))
-        .route("/rider/deliveries", get(rider::deliveries))
-        .route("/rider/deliveries/{id}/pickup", post(rider::pickup))
-        .route("/rider/deliveries/{id}/complete", post(rider::complete))
-        .route("/notifications", get(notifications))
-        .fallback(|| async { ApiError::NotFound("no such API path".into()) });
-    Router::new()
-        .nest("/api", api)
+/// Every route under `/api`, each registered from its handler's
+/// `#[utoipa::path]`: the router and the OpenAPI document come from these same
+/// declarations (see [`openapi::document`]).
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(auth::login))
+        .routes(routes!(shops))
+        .routes(routes!(menu))
+        .routes(routes!(orders::place, orders::list))
+        .routes(routes!(orders::get_one))
+        .routes(routes!(orders::events))
+        .routes(routes!(orders::live))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(shop_orders::list))
+        .routes(routes!(shop_orders::accept))
+        .routes(routes!(shop_orders::reject))
+        .routes(routes!(shop_orders::ready))
+        .routes(routes!(rider::location))
+        .routes(routes!(rider::offers))
+        .routes(routes!(rider::accept))
+        .routes(routes!(rider::decline))
+        .routes(routes!(rider::deliveries))
+        .routes(routes!(rider::pickup))
+        .routes(routes!(rider::complete))
+        .routes(routes!(notifications));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest("/api", api)
+}
+
+/// The whole app before its state is attached: the API, its docs viewer and the web pages.
+pub fn app() -> Router<AppState> {
+    let (api, _) = api_routes().split_for_parts();
+    api.merge(openapi::docs_ui())
         .merge(web::routes())
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::NotFound(if uri.path().starts_with("/api") {
+                "no such API path".into()
+            } else {
+                "no such page".into()
+            })
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+}
+
+pub fn router(state: AppState) -> Router {
+    app().with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
@@ -123,12 +151,35 @@ pub async fn serve(
         .context("serving HTTP")
 }
 
+/// Liveness and store check
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "public",
+    operation_id = "health",
+    responses(
+        (status = 200, description = "The gateway and its stores answer", body = openapi::Health),
+        (status = 500, response = openapi::Internal),
+    ),
+)]
 async fn health(State(st): State<AppState>) -> ApiResult<axum::Json<Value>> {
     sqlx::query("SELECT 1").execute(&st.dbs.order).await?;
     Ok(axum::Json(json!({"status": "ok"})))
 }
 
-/// Counters an operator watches: the payment breaker's state and refusals.
+/// Payment breaker metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operator",
+    operation_id = "metrics",
+    description = "Counters an operator watches: the payment breaker's state and refusals. \
+                   Served without a token.",
+    responses(
+        (status = 200, description = "The breaker's state and counters", body = openapi::Metrics),
+        (status = 500, response = openapi::Internal),
+    ),
+)]
 async fn metrics(State(st): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let m = &st.breaker.metrics;
     Ok(axum::Json(json!({
@@ -141,19 +192,66 @@ async fn metrics(State(st): State<AppState>) -> ApiResult<axum::Json<Value>> {
     })))
 }
 
+/// List shops
+#[utoipa::path(
+    get,
+    path = "/shops",
+    tag = "public",
+    operation_id = "listShops",
+    responses(
+        (status = 200, description = "Every shop", body = Vec<openapi::Shop>),
+        (status = 500, response = openapi::Internal),
+    ),
+)]
 async fn shops(State(st): State<AppState>) -> ApiResult<axum::Json<Vec<shop::Shop>>> {
     Ok(axum::Json(shop::list_shops(&st.dbs.shop).await?))
 }
 
-async fn menu(State(st): State<AppState>, Path(shop_id): Path<String>) -> ApiResult<axum::Json<Vec<shop::MenuItem>>> {
+/// A shop's menu
+#[utoipa::path(
+    get,
+    path = "/shops/{shopId}/menu",
+    tag = "public",
+    operation_id = "getMenu",
+    params(("shopId" = String, Path, description = "The shop's id")),
+    responses(
+        (status = 200, description = "The shop's menu; prices are integer KRW", body = Vec<openapi::MenuItem>),
+        (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::Internal),
+    ),
+)]
+async fn menu(
+    State(st): State<AppState>,
+    Path(shop_id): Path<String>,
+) -> ApiResult<axum::Json<Vec<shop::MenuItem>>> {
     if shop::find_shop(&st.dbs.shop, &shop_id).await?.is_none() {
         return Err(ApiError::not_found("shop"));
     }
     Ok(axum::Json(shop::menu(&st.dbs.shop, &shop_id).await?))
 }
 
-async fn notifications(State(st): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Vec<Value>>> {
-    Ok(axum::Json(notification::feed(&st.dbs.notification, &user.0.sub).await?))
+/// The caller's notifications
+#[utoipa::path(
+    get,
+    path = "/notifications",
+    tags = ["customer", "owner", "rider"],
+    operation_id = "listNotifications",
+    description = "The KakaoTalk-style messages sent to the caller (any role), oldest first: \
+                   one per status change of each order the caller takes part in.",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Messages sent to the caller", body = Vec<openapi::Notification>),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::Internal),
+    ),
+)]
+async fn notifications(
+    State(st): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::Json<Vec<Value>>> {
+    Ok(axum::Json(
+        notification::feed(&st.dbs.notification, &user.0.sub).await?,
+    ))
 }
 
 /// Maps a refused or failed workflow update to the HTTP answer.

@@ -13,7 +13,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %cfg.http_addr, temporal = %cfg.temporal_address, "baedal-api listening");
     let state = baedal_api::AppState::build(cfg).await?;
     baedal_api::serve(state, listener, async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
     })
     .await

@@ -11,40 +11,90 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use baedal_activities::payment::breaker::Admission;
 use baedal_activities::{order, shop};
-use baedal_workflows::{Address, LineItem, OrderFulfillment, OrderRequest, PlaceOutcome, ShopRef, workflow_id};
+use baedal_workflows::{
+    Address, LineItem, OrderFulfillment, OrderRequest, PlaceOutcome, ShopRef, workflow_id,
+};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
-use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowUpdateWithStartOptions};
+use temporalio_client::{
+    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowQueryOptions, WorkflowUpdateWithStartOptions,
+};
+use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize, Serialize)]
+/// An order to place and pay. Prices are never sent: the server prices the
+/// items from the shop's menu.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PlaceBody {
+    #[schema(example = "shop-1")]
     shop_id: String,
+    /// Distinct menu items of that shop.
+    #[schema(min_items = 1, max_items = 50)]
     items: Vec<ItemBody>,
     address: AddressBody,
+    #[schema(
+        example = "010-1234-5678",
+        min_length = 7,
+        max_length = 20,
+        pattern = r"^[0-9+\- ]+$"
+    )]
     phone: String,
+    /// The payment method's token (simulator: `tok_ok` approves, `tok_declined` declines).
+    #[schema(example = "tok_ok", min_length = 1, max_length = 200)]
     payment_token: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ItemBody {
     menu_id: String,
+    #[schema(minimum = 1, maximum = 99)]
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddressBody {
+    #[schema(min_length = 1, max_length = 500, example = "서울시 강남구 테헤란로 1")]
     text: String,
+    #[schema(minimum = -90, maximum = 90, example = 37.5)]
     lat: f64,
+    #[schema(minimum = -180, maximum = 180, example = 127.03)]
     lon: f64,
 }
 
+/// Place and pay for an order
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "customer",
+    operation_id = "placeOrder",
+    description = "Validates the order, prices it from the shop's menu and pays for it in the same \
+                   request: the order exists (`201`, status `PAID`) only once the payment is approved. \
+                   A repeat with the same `Idempotency-Key` and body answers the same order, charged once; \
+                   the same key with another body is `422`.",
+    request_body = PlaceBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..200 visible ASCII characters; makes retries safe")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, description = "Paid and placed", body = crate::openapi::OrderInfo,
+            headers(("Location" = String, description = "`/api/orders/{orderId}`"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 402, response = crate::openapi::PaymentDeclined),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, response = crate::openapi::PaymentUnavailable),
+    ),
+)]
 pub async fn place(
     State(st): State<AppState>,
     user: AuthUser,
@@ -58,7 +108,9 @@ pub async fn place(
         .transpose()
         .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
     if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(ApiError::BadRequest("Idempotency-Key must be 1..200 characters".into()));
+        return Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1..200 characters".into(),
+        ));
     }
 
     // Parse everything before anything is written or charged.
@@ -69,32 +121,49 @@ pub async fn place(
         return Err(ApiError::unprocessable("an order needs at least one item"));
     }
     if body.items.len() > 50 {
-        return Err(ApiError::unprocessable("at most 50 different items per order"));
+        return Err(ApiError::unprocessable(
+            "at most 50 different items per order",
+        ));
     }
     let menu = shop::menu(&st.dbs.shop, &shop.id).await?;
     let mut seen = HashSet::new();
     let mut items = Vec::with_capacity(body.items.len());
     for it in &body.items {
         let q = Quantity::parse(it.quantity)?;
-        let m = menu
-            .iter()
-            .find(|m| m.id == it.menu_id)
-            .ok_or_else(|| ApiError::unprocessable(format!("menu item {} is not on {}'s menu", it.menu_id, shop.id)))?;
+        let m = menu.iter().find(|m| m.id == it.menu_id).ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "menu item {} is not on {}'s menu",
+                it.menu_id, shop.id
+            ))
+        })?;
         if !seen.insert(&it.menu_id) {
-            return Err(ApiError::unprocessable(format!("menu item {} is listed twice", it.menu_id)));
+            return Err(ApiError::unprocessable(format!(
+                "menu item {} is listed twice",
+                it.menu_id
+            )));
         }
-        items.push(LineItem { menu_id: m.id.clone(), name: m.name.clone(), price: m.price, quantity: q.get() });
+        items.push(LineItem {
+            menu_id: m.id.clone(),
+            name: m.name.clone(),
+            price: m.price,
+            quantity: q.get(),
+        });
     }
     let total: i64 = items.iter().map(|i| i.price * i64::from(i.quantity)).sum();
     let at = LatLon::parse(body.address.lat, body.address.lon)?;
-    let address = Address { text: text("address.text", &body.address.text, 500)?, lat: at.lat, lon: at.lon };
+    let address = Address {
+        text: text("address.text", &body.address.text, 500)?,
+        lat: at.lat,
+        lon: at.lon,
+    };
     let phone = phone(&body.phone)?;
     let token = text("paymentToken", &body.payment_token, 200)?;
 
     // A struggling gateway is not called at all while the breaker is open.
     if let Admission::Refused { retry_after } = st.breaker.admit().await? {
         return Err(ApiError::PaymentUnavailable(
-            "the payment gateway is struggling; nothing was charged, please pay again shortly".into(),
+            "the payment gateway is struggling; nothing was charged, please pay again shortly"
+                .into(),
             retry_after,
         ));
     }
@@ -104,7 +173,9 @@ pub async fn place(
         None => fresh_id,
         Some(k) => {
             let canonical = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
-            let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &canonical).simple().to_string();
+            let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &canonical)
+                .simple()
+                .to_string();
             match order::claim_key(&st.dbs.order, &customer, k, &hash, &fresh_id).await? {
                 order::Placement::New => fresh_id,
                 order::Placement::Existing(id) => id,
@@ -121,7 +192,12 @@ pub async fn place(
         order_id: order_id.clone(),
         customer_id: customer,
         owner_id: shop.owner_id.clone(),
-        shop: ShopRef { id: shop.id.clone(), name: shop.name.clone(), lat: shop.lat, lon: shop.lon },
+        shop: ShopRef {
+            id: shop.id.clone(),
+            name: shop.name.clone(),
+            lat: shop.lat,
+            lon: shop.lon,
+        },
         items,
         total,
         address,
@@ -142,17 +218,33 @@ pub async fn place(
     .build();
     let outcome = st
         .temporal
-        .execute_update_with_start_workflow(OrderFulfillment::run, req, OrderFulfillment::place, (), options)
+        .execute_update_with_start_workflow(
+            OrderFulfillment::run,
+            req,
+            OrderFulfillment::place,
+            (),
+            options,
+        )
         .await;
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             // The order's workflow already finished (a late retry of a key): answer
             // with what it decided.
-            let handle = st.temporal.get_workflow_handle::<OrderFulfillment>(workflow_id(&order_id));
-            match handle.get_update_handle(OrderFulfillment::place, "place").get_result(Default::default()).await {
+            let handle = st
+                .temporal
+                .get_workflow_handle::<OrderFulfillment>(workflow_id(&order_id));
+            match handle
+                .get_update_handle(OrderFulfillment::place, "place")
+                .get_result(Default::default())
+                .await
+            {
                 Ok(o) => o,
-                Err(_) => return Err(ApiError::Internal(anyhow::anyhow!("placing order {order_id}: {e}"))),
+                Err(_) => {
+                    return Err(ApiError::Internal(anyhow::anyhow!(
+                        "placing order {order_id}: {e}"
+                    )));
+                }
             }
         }
     };
@@ -166,7 +258,9 @@ pub async fn place(
             )
                 .into_response())
         }
-        PlaceOutcome::Declined { message } => Err(ApiError::PaymentDeclined(format!("{message}; nothing was charged"))),
+        PlaceOutcome::Declined { message } => Err(ApiError::PaymentDeclined(format!(
+            "{message}; nothing was charged"
+        ))),
         PlaceOutcome::Unavailable { message } => {
             tracing::warn!(%order_id, %message, "payment unavailable");
             Err(ApiError::PaymentUnavailable(
@@ -177,9 +271,26 @@ pub async fn place(
     }
 }
 
+/// The caller's orders
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "customer",
+    operation_id = "listOrders",
+    description = "The caller's orders (customer read model), newest first.",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The caller's orders", body = Vec<crate::openapi::OrderInfo>),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
 pub async fn list(State(st): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Value>>> {
     let me = user.require("customer")?;
-    Ok(Json(order::list_for_customer(&st.dbs.order, &me.sub).await?))
+    Ok(Json(
+        order::list_for_customer(&st.dbs.order, &me.sub).await?,
+    ))
 }
 
 /// The caller's order, or 404 (another tenant's order is indistinguishable from none).
@@ -191,30 +302,107 @@ async fn own_order(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Value>
     }
 }
 
-pub async fn get_one(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// One of the caller's orders
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "customer",
+    operation_id = "getOrder",
+    description = "The order's customer read model; never waits on the workflow.",
+    params(("id" = String, Path, description = "The order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The order", body = crate::openapi::OrderInfo),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn get_one(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(own_order(&st, &user, &id).await?))
 }
 
 /// The live view straight from the workflow (a Temporal query). Operators and
 /// the benchmark use it; customers read the read model above, which never waits
 /// on the workflow.
-pub async fn live(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/orders/{id}/live",
+    tag = "operator",
+    operation_id = "getOrderLive",
+    summary = "An order's live state from its workflow",
+    description = "The order as its workflow holds it right now (a Temporal query), in OrderInfo form. \
+                   Operators and the benchmark use it to compare with the read model; it needs the \
+                   ordering customer's token.",
+    params(("id" = String, Path, description = "The order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The workflow's current view of the order", body = crate::openapi::OrderInfo),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn live(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     own_order(&st, &user, &id).await?;
     let snapshot = st
         .temporal
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .query(OrderFulfillment::snapshot, (), WorkflowQueryOptions::default())
+        .query(
+            OrderFulfillment::snapshot,
+            (),
+            WorkflowQueryOptions::default(),
+        )
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("querying order {id}: {e}")))?
         .ok_or_else(|| ApiError::not_found("order"))?;
     Ok(Json(order::order_info(&snapshot)))
 }
 
-pub async fn cancel(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Cancel an order
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/cancel",
+    tag = "customer",
+    operation_id = "cancelOrder",
+    description = "Cancels an order the shop has not accepted yet and refunds it. After acceptance \
+                   (or once finished) it is `409`.",
+    params(("id" = String, Path, description = "The order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Cancelled (`status: CANCELLED`, with the refund)", body = crate::openapi::ActionResult),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn cancel(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     own_order(&st, &user, &id).await?;
-    let handle = st.temporal.get_workflow_handle::<OrderFulfillment>(workflow_id(&id));
+    let handle = st
+        .temporal
+        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id));
     let r = handle
-        .execute_update(OrderFulfillment::cancel, (), WorkflowExecuteUpdateOptions::default())
+        .execute_update(
+            OrderFulfillment::cancel,
+            (),
+            WorkflowExecuteUpdateOptions::default(),
+        )
         .await
         .map_err(update_error)?;
     Ok(Json(action_json(&r)))
@@ -222,6 +410,32 @@ pub async fn cancel(State(st): State<AppState>, user: AuthUser, Path(id): Path<S
 
 /// One event per status change, each carrying the OrderInfo (with that event's
 /// status and time); the stream ends after a final status.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}/events",
+    tag = "customer",
+    operation_id = "followOrder",
+    summary = "Follow an order (server-sent events)",
+    description = "A `text/event-stream` with one event per status change, from the first: each \
+                   event's `id` is its index in `history` and its `data` is the OrderInfo JSON with \
+                   that change's `status` and an `at` time. The stream ends after `DELIVERED`, \
+                   `REJECTED` or `CANCELLED`. `Last-Event-ID` resumes after that event. Browsers' \
+                   EventSource cannot send headers, so this call also takes the token as `?token=`.",
+    params(
+        ("id" = String, Path, description = "The order's id"),
+        ("token" = Option<String>, Query, description = "The bearer token, for clients that cannot send `Authorization`"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The event stream; each `data` is an OrderInfo plus `at`",
+            content_type = "text/event-stream", body = String),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
 pub async fn events(
     State(st): State<AppState>,
     user: AuthUser,
@@ -237,13 +451,18 @@ pub async fn events(
     let db = st.dbs.order.clone();
     let stream = async_stream(move |tx| async move {
         loop {
-            let Ok(Some((_, doc))) = order::find(&db, &id).await else { return };
+            let Ok(Some((_, doc))) = order::find(&db, &id).await else {
+                return;
+            };
             let history = doc["history"].as_array().cloned().unwrap_or_default();
             while next < history.len() {
                 let mut data = doc.clone();
                 data["status"] = history[next]["status"].clone();
                 data["at"] = history[next]["at"].clone();
-                let status = history[next]["status"].as_str().unwrap_or_default().to_string();
+                let status = history[next]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let ev = Event::default().id(next.to_string()).data(data.to_string());
                 if tx.send(ev).await.is_err() {
                     return;

@@ -13,56 +13,167 @@ use serde::Deserialize;
 use serde_json::Value;
 use temporalio_client::WorkflowExecuteUpdateOptions;
 
-#[derive(Deserialize)]
+/// Where the rider is and whether they take offers.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationBody {
+    #[schema(minimum = -90, maximum = 90, example = 37.5)]
     lat: f64,
+    #[schema(minimum = -180, maximum = 180, example = 127.03)]
     lon: f64,
+    /// Whether the rider takes new offers.
     available: bool,
 }
 
-pub async fn location(State(st): State<AppState>, user: AuthUser, Body(b): Body<LocationBody>) -> ApiResult<StatusCode> {
+/// Report location and availability
+#[utoipa::path(
+    put,
+    path = "/rider/location",
+    tag = "rider",
+    operation_id = "reportLocation",
+    request_body = LocationBody,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn location(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Body(b): Body<LocationBody>,
+) -> ApiResult<StatusCode> {
     let me = user.require("rider")?;
     let at = LatLon::parse(b.lat, b.lon)?;
     delivery::report_location(&st.dbs.delivery, &me.sub, at.lat, at.lon, b.available).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The caller's live offers
+#[utoipa::path(
+    get,
+    path = "/rider/offers",
+    tag = "rider",
+    operation_id = "listOffers",
+    description = "Delivery offers made to the caller that have not expired.",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Live offers", body = Vec<crate::openapi::Offer>),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
 pub async fn offers(State(st): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Value>>> {
     let me = user.require("rider")?;
     Ok(Json(delivery::offers_for(&st.dbs.delivery, &me.sub).await?))
 }
 
+/// The caller's deliveries
+#[utoipa::path(
+    get,
+    path = "/rider/deliveries",
+    tag = "rider",
+    operation_id = "listDeliveries",
+    description = "Deliveries assigned to the caller (rider read model), most recently changed first.",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The caller's deliveries", body = Vec<crate::openapi::DeliveryInfo>),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
 pub async fn deliveries(State(st): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Value>>> {
     let me = user.require("rider")?;
-    Ok(Json(delivery::deliveries_for(&st.dbs.delivery, &me.sub).await?))
+    Ok(Json(
+        delivery::deliveries_for(&st.dbs.delivery, &me.sub).await?,
+    ))
 }
 
 async fn live_offer(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<String> {
     let me = user.require("rider")?.sub.clone();
     if !delivery::has_live_offer(&st.dbs.delivery, &me, id).await? {
-        return Err(ApiError::Conflict("no live offer of this order for you (expired or taken)".into()));
+        return Err(ApiError::Conflict(
+            "no live offer of this order for you (expired or taken)".into(),
+        ));
     }
     Ok(me)
 }
 
-pub async fn accept(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Accept an offer
+#[utoipa::path(
+    post,
+    path = "/rider/offers/{orderId}/accept",
+    tag = "rider",
+    operation_id = "acceptOffer",
+    description = "Takes the delivery: the caller is assigned and sees it in their deliveries. `409` when the offer expired or was taken.",
+    params(("orderId" = String, Path, description = "The offered order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Assigned (`status: RIDER_ASSIGNED` or later)", body = crate::openapi::ActionResult),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn accept(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let me = live_offer(&st, &user, &id).await?;
     let r = st
         .temporal
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(OrderFulfillment::rider_accept, RiderAction { rider_id: me }, WorkflowExecuteUpdateOptions::default())
+        .execute_update(
+            OrderFulfillment::rider_accept,
+            RiderAction { rider_id: me },
+            WorkflowExecuteUpdateOptions::default(),
+        )
         .await
         .map_err(update_error)?;
     Ok(Json(action_json(&r)))
 }
 
-pub async fn decline(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Decline an offer
+#[utoipa::path(
+    post,
+    path = "/rider/offers/{orderId}/decline",
+    tag = "rider",
+    operation_id = "declineOffer",
+    description = "Passes on the offer; it goes to the next nearest rider who has not declined it. `409` when the offer expired or was taken.",
+    params(("orderId" = String, Path, description = "The offered order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Declined; the order's status afterwards", body = crate::openapi::ActionResult),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn decline(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let me = live_offer(&st, &user, &id).await?;
     let r = st
         .temporal
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(OrderFulfillment::rider_decline, RiderAction { rider_id: me }, WorkflowExecuteUpdateOptions::default())
+        .execute_update(
+            OrderFulfillment::rider_decline,
+            RiderAction { rider_id: me },
+            WorkflowExecuteUpdateOptions::default(),
+        )
         .await
         .map_err(update_error)?;
     Ok(Json(action_json(&r)))
@@ -77,23 +188,75 @@ async fn own_delivery(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Str
     }
 }
 
-pub async fn pickup(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Report pickup
+#[utoipa::path(
+    post,
+    path = "/rider/deliveries/{orderId}/pickup",
+    tag = "rider",
+    operation_id = "pickUpDelivery",
+    description = "The caller picked the food up (`DELIVERY_STARTED` to `PICKED_UP`). `409` in any other state.",
+    params(("orderId" = String, Path, description = "The delivered order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Picked up (`status: PICKED_UP`)", body = crate::openapi::ActionResult),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn pickup(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let me = own_delivery(&st, &user, &id).await?;
     let r = st
         .temporal
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(OrderFulfillment::pickup, RiderAction { rider_id: me }, WorkflowExecuteUpdateOptions::default())
+        .execute_update(
+            OrderFulfillment::pickup,
+            RiderAction { rider_id: me },
+            WorkflowExecuteUpdateOptions::default(),
+        )
         .await
         .map_err(update_error)?;
     Ok(Json(action_json(&r)))
 }
 
-pub async fn complete(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Report delivery
+#[utoipa::path(
+    post,
+    path = "/rider/deliveries/{orderId}/complete",
+    tag = "rider",
+    operation_id = "completeDelivery",
+    description = "The caller delivered the order (`PICKED_UP` to `DELIVERED`). `409` in any other state.",
+    params(("orderId" = String, Path, description = "The delivered order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Delivered (`status: DELIVERED`)", body = crate::openapi::ActionResult),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn complete(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let me = own_delivery(&st, &user, &id).await?;
     let r = st
         .temporal
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(OrderFulfillment::complete, RiderAction { rider_id: me }, WorkflowExecuteUpdateOptions::default())
+        .execute_update(
+            OrderFulfillment::complete,
+            RiderAction { rider_id: me },
+            WorkflowExecuteUpdateOptions::default(),
+        )
         .await
         .map_err(update_error)?;
     Ok(Json(action_json(&r)))

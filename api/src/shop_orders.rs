@@ -24,7 +24,29 @@ fn my_shop(user: &AuthUser) -> ApiResult<String> {
         .ok_or_else(|| ApiError::Forbidden("this owner has no shop".into()))
 }
 
-pub async fn list(State(st): State<AppState>, user: AuthUser, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<Value>>> {
+/// The shop's orders
+#[utoipa::path(
+    get,
+    path = "/shop/orders",
+    tag = "owner",
+    operation_id = "listShopOrders",
+    description = "The paid orders of the caller's own shop (owner read model), oldest first, \
+                   optionally only those in one status.",
+    params(("status" = Option<crate::openapi::OrderStatus>, Query, description = "Only orders in this status")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The shop's orders", body = Vec<crate::openapi::OrderDtl>),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn list(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
     let shop_id = my_shop(&user)?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -34,7 +56,9 @@ pub async fn list(State(st): State<AppState>, user: AuthUser, Query(q): Query<Li
                 .as_str(),
         ),
     };
-    Ok(Json(shop::list_orders(&st.dbs.shop, &shop_id, status).await?))
+    Ok(Json(
+        shop::list_orders(&st.dbs.shop, &shop_id, status).await?,
+    ))
 }
 
 /// The order, if it belongs to the caller's shop (404 otherwise: never another's data).
@@ -46,12 +70,39 @@ async fn own_order(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
+/// How long the food takes.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AcceptBody {
+    /// Cooking time in minutes; the food is ready at `readyAt` = now + this.
+    #[schema(minimum = 1, maximum = 180, example = 15)]
     cook_minutes: i64,
 }
 
+/// Accept an order
+#[utoipa::path(
+    post,
+    path = "/shop/orders/{id}/accept",
+    tag = "owner",
+    operation_id = "acceptOrder",
+    description = "Accepts a `PAID` order of the caller's shop with a cooking time; a rider is then \
+                   sought. Any other state is `409`.",
+    params(("id" = String, Path, description = "The order's id")),
+    request_body = AcceptBody,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Accepted (`status: ACCEPTED`, with `readyAt`)", body = crate::openapi::ActionResult),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
 pub async fn accept(
     State(st): State<AppState>,
     user: AuthUser,
@@ -65,7 +116,9 @@ pub async fn accept(
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
         .execute_update(
             OrderFulfillment::accept,
-            AcceptOrder { cook_minutes: minutes.get() },
+            AcceptOrder {
+                cook_minutes: minutes.get(),
+            },
             WorkflowExecuteUpdateOptions::default(),
         )
         .await
@@ -73,12 +126,39 @@ pub async fn accept(
     Ok(Json(action_json(&r)))
 }
 
-#[derive(Deserialize)]
+/// Why the shop refuses the order.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
+    /// Shown to the customer as the order's `reason`.
+    #[schema(min_length = 1, max_length = 500, example = "Sold out")]
     reason: String,
 }
 
+/// Reject an order
+#[utoipa::path(
+    post,
+    path = "/shop/orders/{id}/reject",
+    tag = "owner",
+    operation_id = "rejectOrder",
+    description = "Rejects a `PAID` order of the caller's shop; the customer is refunded. Any other \
+                   state is `409`.",
+    params(("id" = String, Path, description = "The order's id")),
+    request_body = RejectBody,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Rejected (`status: REJECTED`, with the refund)", body = crate::openapi::ActionResult),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
 pub async fn reject(
     State(st): State<AppState>,
     user: AuthUser,
@@ -90,18 +170,49 @@ pub async fn reject(
     let r = st
         .temporal
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(OrderFulfillment::reject, RejectOrder { reason }, WorkflowExecuteUpdateOptions::default())
+        .execute_update(
+            OrderFulfillment::reject,
+            RejectOrder { reason },
+            WorkflowExecuteUpdateOptions::default(),
+        )
         .await
         .map_err(update_error)?;
     Ok(Json(action_json(&r)))
 }
 
-pub async fn ready(State(st): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// Mark the food ready
+#[utoipa::path(
+    post,
+    path = "/shop/orders/{id}/ready",
+    tag = "owner",
+    operation_id = "markOrderReady",
+    description = "Marks an accepted order's food ready before `readyAt`; delivery can then start \
+                   as soon as a rider is assigned. `409` when the order's state does not allow it.",
+    params(("id" = String, Path, description = "The order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Marked ready; the order's status afterwards", body = crate::openapi::ActionResult),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn ready(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     own_order(&st, &user, &id).await?;
     let r = st
         .temporal
         .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(OrderFulfillment::mark_ready, (), WorkflowExecuteUpdateOptions::default())
+        .execute_update(
+            OrderFulfillment::mark_ready,
+            (),
+            WorkflowExecuteUpdateOptions::default(),
+        )
         .await
         .map_err(update_error)?;
     Ok(Json(action_json(&r)))
