@@ -113,6 +113,8 @@ pub struct StackOptions {
     pub contexts: Vec<Context>,
     pub env: Vec<(&'static str, String)>,
     pub webhook: bool,
+    /// Run every context on a fresh Postgres database instead of SQLite files.
+    pub postgres: bool,
 }
 
 impl Default for StackOptions {
@@ -125,6 +127,7 @@ impl Default for StackOptions {
                 ("RIDER_SEARCH_TIMEOUT", "60s".into()),
             ],
             webhook: false,
+            postgres: false,
         }
     }
 }
@@ -163,6 +166,9 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
     );
     env.insert("PAYMENT_GATEWAY_URL".into(), format!("http://{sim_addr}"));
     env.insert("PAYMENT_TIMEOUT_MS".into(), "1000".into());
+    if opts.postgres {
+        env.insert("DATABASE_URL".into(), fresh_postgres_database().await);
+    }
     if opts.webhook {
         let addr = serve(webhook_router(webhook.clone())).await;
         env.insert("NOTIFY_WEBHOOK_URL".into(), format!("http://{addr}/kakao"));
@@ -204,6 +210,38 @@ async fn serve(router: axum::Router) -> String {
         let _ = axum::serve(l, router).await;
     });
     addr
+}
+
+/// Creates an empty database on the test Postgres server and returns its URL.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Executor;
+    let base = std::env::var("BAEDAL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("connecting to the test Postgres server");
+    // Databases of earlier runs are dropped here: a stack's pools live until the
+    // test process ends, so a test cannot drop its own.
+    let stale: Vec<(String,)> = sqlx::query_as(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'baedal\\_test\\_%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    for (db,) in stale {
+        let _ = admin
+            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+            .await;
+    }
+    let name = format!("baedal_test_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
 }
 
 fn webhook_router(w: Webhook) -> axum::Router {
