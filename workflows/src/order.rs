@@ -22,8 +22,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, LocalActivityOptions, SyncWorkflowContext, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, LocalActivityOptions, SyncWorkflowContext, TimerOptions,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 type HandlerError = Box<dyn Error + Send + Sync>;
@@ -306,7 +306,11 @@ impl OrderFulfillment {
             )
         });
         let assigned = ctx
-            .execute_activity(DeliveryActivities::assign, req, quick_options(&queue))
+            .execute_activity(
+                DeliveryActivities::assign,
+                req,
+                quick_options(&queue, "assign the rider (one delivery at a time)"),
+            )
             .await;
         let now = now_ms(ctx);
         let assigned = matches!(assigned, Ok(true));
@@ -477,6 +481,13 @@ fn now_ms<W>(ctx: &WorkflowContext<W>) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Timers carry a summary so operators read what each one waits for in the Web UI.
+fn summarized(d: Duration, summary: &str) -> TimerOptions {
+    TimerOptions::builder(d)
+        .summary(summary.to_string())
+        .build()
+}
+
 fn until(ctx: &WorkflowContext<OrderFulfillment>, at_ms: i64) -> Duration {
     Duration::from_millis((at_ms - now_ms(ctx)).max(1) as u64)
 }
@@ -504,9 +515,10 @@ async fn await_refund(ctx: &mut WorkflowContext<OrderFulfillment>) -> ActionResu
 }
 
 /// Activities that only touch a context's own store: short, retried quickly.
-fn quick_options(queue: &str) -> ActivityOptions {
+fn quick_options(queue: &str, summary: &str) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
         .task_queue(queue.to_string())
+        .summary(summary.to_string())
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(200))
@@ -569,7 +581,7 @@ async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<(
         .await?;
     let shop_timeout = Duration::from_millis(ctx.state(|s| s.req.timeouts.shop_accept_ms));
     temporalio_sdk::workflows::select! {
-        _ = ctx.timer(shop_timeout) => {
+        _ = ctx.timer(summarized(shop_timeout, "shop acceptance timeout")) => {
             let now = now_ms(ctx);
             ctx.state_mut(|s| {
                 if s.status == Some(OrderStatus::Paid) {
@@ -642,7 +654,7 @@ async fn refund(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
 async fn cook(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
     let ready_at = ctx.state(|s| s.ready_at.unwrap_or_default());
     temporalio_sdk::workflows::select! {
-        _ = ctx.timer(until(ctx, ready_at)) => {
+        _ = ctx.timer(summarized(until(ctx, ready_at), "food ready (readyAt)")) => {
             let now = now_ms(ctx);
             ctx.state_mut(|s| if !s.is_terminal() { s.food_ready(now) });
         }
@@ -687,14 +699,15 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
                     exclude,
                     expires_at,
                 },
-                quick_options(&queue),
+                quick_options(&queue, "offer the nearest free rider"),
             )
             .await?;
         let Some(made) = offer else {
             // Riders who let an earlier offer lapse may take it now.
             lapsed.clear();
-            ctx.timer(Duration::from_millis(
-                poll_ms.min(deadline - now).max(1) as u64
+            ctx.timer(summarized(
+                Duration::from_millis(poll_ms.min(deadline - now).max(1) as u64),
+                "no free rider: look again",
             ))
             .await;
             continue;
@@ -708,7 +721,7 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
             })
         });
         temporalio_sdk::workflows::select! {
-            _ = ctx.timer(until(ctx, expires_at)) => {}
+            _ = ctx.timer(summarized(until(ctx, expires_at), "rider offer expires")) => {}
             _ = ctx.wait_condition(|s| s.offer.as_ref().is_some_and(|o| o.answer.is_some() || o.accepting)) => {}
         };
         // An accept in flight when the offer lapses still gets its answer.
@@ -732,7 +745,7 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
                 order_id: order_id.clone(),
                 rider_id: made.rider_id,
             },
-            quick_options(&queue),
+            quick_options(&queue, "withdraw the rider's offer"),
         )
         .await?;
     }
@@ -796,6 +809,7 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
                     snapshot,
                     LocalActivityOptions::builder()
                         .start_to_close_timeout(Duration::from_secs(5))
+                        .summary("customer's view (OrderInfo)".to_string())
                         .build(),
                 )
                 .await?
@@ -804,7 +818,7 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
                 ctx.execute_activity(
                     ShopActivities::project,
                     snapshot,
-                    projection_options(&queue.shop),
+                    projection_options(&queue.shop, "owner's view (OrderDtl)"),
                 )
                 .await?
             }
@@ -812,7 +826,7 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
                 ctx.execute_activity(
                     DeliveryActivities::project,
                     snapshot,
-                    projection_options(&queue.delivery),
+                    projection_options(&queue.delivery, "rider's view (DeliveryInfo)"),
                 )
                 .await?
             }
@@ -822,9 +836,10 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
 }
 
 /// A context that is down only delays its own work: wait for it as long as it takes.
-fn projection_options(queue: &str) -> ActivityOptions {
+fn projection_options(queue: &str, summary: &str) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
         .task_queue(queue.to_string())
+        .summary(summary.to_string())
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(200))
@@ -855,7 +870,7 @@ async fn announce_pump(ctx: WorkflowContext<OrderFulfillment>) -> WorkflowResult
         ctx.execute_activity(
             NotificationActivities::announce,
             batch,
-            projection_options(&queue),
+            projection_options(&queue, "notify every recipient of the status change"),
         )
         .await?;
         ctx.state_mut(|s| s.announced = sent);
