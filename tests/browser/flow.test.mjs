@@ -107,6 +107,8 @@ test('order, accept, ready, rider delivers; customer page follows live to DELIVE
   await statusIs(customer, 'order-status', 'ACCEPTED');
   assert.equal(await customer.locator(tid('cancel-order')).count(), 0, 'no cancel after acceptance');
   await owner.click(tid(`ready-${orderId}`));
+  // The owner is told of each change too (the feed refreshes without a reload).
+  await owner.locator(`${tid('notifications')} [data-status="ACCEPTED"][data-order="${orderId}"]`).first().waitFor({ timeout: WAIT });
   await shot(owner, 'owner.png');
 
   // Whichever rider is nearest gets the offer; an unanswered offer may move on, so keep looking until one is ours.
