@@ -294,3 +294,132 @@ async fn a_busy_rider_never_gets_a_second_delivery_under_twenty_concurrent_order
         assert_eq!(d.as_array().unwrap().len(), 1, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_starts_at_ready_at_when_the_owner_does_not_mark_it_ready() {
+    let s = spawn_stack().await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let riders = s.riders(6).await;
+    let id = s.place(&customer).await;
+    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
+        l.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["orderId"] == id.as_str())
+    })
+    .await;
+    // One minute is the shortest cooking time the contract allows.
+    let (code, accepted) = s
+        .post(
+            &format!("/api/shop/orders/{id}/accept"),
+            &owner,
+            json!({"cookMinutes": 1}),
+        )
+        .await;
+    assert_eq!(code, 200, "{accepted}");
+    let (_, rider) = s.rider_with_offer(&id, &riders).await;
+    let (code, _) = s
+        .post(&format!("/api/rider/offers/{id}/accept"), &rider, json!({}))
+        .await;
+    assert_eq!(code, 200);
+    let order = s
+        .eventually(
+            &format!("/api/orders/{id}"),
+            &customer,
+            Duration::from_secs(120),
+            |o| o["status"] == "DELIVERY_STARTED",
+        )
+        .await;
+    assert_eq!(
+        statuses(&order),
+        ["PAID", "ACCEPTED", "RIDER_ASSIGNED", "DELIVERY_STARTED"]
+    );
+    // It started because readyAt came, not before.
+    let ready_at = order["readyAt"].as_str().unwrap();
+    let started_at = order["history"][3]["at"].as_str().unwrap();
+    assert_eq!(ready_at, accepted["readyAt"].as_str().unwrap());
+    assert!(
+        started_at >= ready_at,
+        "started {started_at}, ready {ready_at}"
+    );
+    // The owner may no longer mark it ready; the rider picks it up.
+    let (code, _) = s
+        .post(&format!("/api/shop/orders/{id}/ready"), &owner, json!({}))
+        .await;
+    assert_eq!(code, 409);
+    let (code, body) = s
+        .post(
+            &format!("/api/rider/deliveries/{id}/pickup"),
+            &rider,
+            json!({}),
+        )
+        .await;
+    assert_eq!((code, body["status"].clone()), (200, json!("PICKED_UP")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offer_goes_to_the_nearest_available_rider_by_reported_location() {
+    let s = spawn_stack().await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let riders = s.riders(6).await;
+    // rider1, the nearest of the seeded riders, goes off duty; rider5 rides up to
+    // the shop's door (shop1 is at 37.4979, 127.0276).
+    for (rider, body) in [
+        (
+            &riders[0].1,
+            json!({"lat": 37.4979, "lon": 127.0276, "available": false}),
+        ),
+        (
+            &riders[4].1,
+            json!({"lat": 37.4980, "lon": 127.0277, "available": true}),
+        ),
+    ] {
+        let (code, _) = s
+            .call(
+                reqwest::Method::PUT,
+                "/api/rider/location",
+                Some(rider),
+                Some(body),
+            )
+            .await;
+        assert_eq!(code, 204);
+    }
+    let id = s.place(&customer).await;
+    accept(&s, &id, &owner).await;
+    let (name, token) = s.rider_with_offer(&id, &riders).await;
+    assert_eq!(name, "rider5");
+    let (_, offers) = s.get("/api/rider/offers", &token).await;
+    assert!(offers[0]["distanceM"].as_i64().unwrap() < 50, "{offers}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_who_delivered_takes_the_next_order() {
+    let s = spawn_stack().await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let riders = s.riders(6).await;
+    for round in 0..2 {
+        let id = s.place(&customer).await;
+        accept(&s, &id, &owner).await;
+        let (name, t) = s.rider_with_offer(&id, &riders).await;
+        assert_eq!(
+            name, "rider1",
+            "round {round}: the nearest rider, free again"
+        );
+        for path in [
+            format!("/api/rider/offers/{id}/accept"),
+            format!("/api/shop/orders/{id}/ready"),
+            format!("/api/rider/deliveries/{id}/pickup"),
+            format!("/api/rider/deliveries/{id}/complete"),
+        ] {
+            let token = if path.contains("/shop/") { &owner } else { &t };
+            let (code, body) = s.post(&path, token, json!({})).await;
+            assert_eq!(code, 200, "{path}: {body}");
+        }
+        s.wait_status(&id, &customer, "DELIVERED").await;
+    }
+    let (_, done) = s.get("/api/rider/deliveries", &riders[0].1).await;
+    assert_eq!(done.as_array().unwrap().len(), 2);
+}
