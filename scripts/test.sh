@@ -22,4 +22,7 @@ cargo test --workspace --no-fail-fast -- --test-threads=2
 log "browser test: starting a stack"
 bash scripts/browser-test.sh
 
+log "benchmark smoke run (asserts the summary's shape and that nothing is lost, never a timing)"
+bash scripts/bench.sh --smoke
+
 log "all tests passed in $((SECONDS - started)) s"
