@@ -13,9 +13,10 @@ log "building (release)"
 cargo build --release --bins
 ensure_temporal
 
+temporal_ui="(external Temporal at ${TEMPORAL_ADDRESS:-}: see its own Web UI)"
 if [ -z "${TEMPORAL_ADDRESS:-}" ]; then
   start_temporal_dev data/temporal.db 7233 8233
-  EMBEDDED_TEMPORAL=1
+  temporal_ui=http://127.0.0.1:8233
 fi
 if [ -z "${PAYMENT_GATEWAY_URL:-}" ]; then
   export PAYSIM_ADDR=${PAYSIM_ADDR:-127.0.0.1:8090}
@@ -36,7 +37,7 @@ cat >&2 <<MSG
   baedal is up
     web app          http://$HTTP_ADDR/
     API docs         http://$HTTP_ADDR/api/docs
-    Temporal Web UI  ${EMBEDDED_TEMPORAL:+http://127.0.0.1:8233}${EMBEDDED_TEMPORAL:-(external: $TEMPORAL_ADDRESS)}
+    Temporal Web UI  $temporal_ui
     payment gateway  $PAYMENT_GATEWAY_URL
   demo logins (password demo): customer1 customer2 owner1 owner2 rider1..rider${BAEDAL_DEMO_RIDERS:-6}
   Ctrl-C stops everything.

@@ -24,6 +24,9 @@ pub enum ApiError {
     PaymentDeclined(String),
     #[error("{0}")]
     PaymentUnavailable(String, Duration),
+    /// A dependency (Temporal) is unreachable for now; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -77,6 +80,11 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "payment-busy",
                 "Payment is busy, please pay again shortly",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Temporarily unavailable, please try again shortly",
             ),
             ApiError::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -257,10 +257,18 @@ async fn notifications(
 /// Maps a refused or failed workflow update to the HTTP answer.
 pub(crate) fn update_error(e: temporalio_client::errors::WorkflowUpdateError) -> ApiError {
     use temporalio_client::errors::WorkflowUpdateError as E;
+    use temporalio_client::tonic::Code;
     match e {
         E::Failed(f) => ApiError::Conflict(f.message.clone()),
         // The read model knew the order, so its workflow has finished.
         E::NotFound(_) => ApiError::Conflict("the order is already finished".into()),
+        E::Rpc(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
+            tracing::warn!(status = %s, "Temporal unreachable");
+            ApiError::Unavailable(
+                "the order service is unreachable; nothing was changed, please try again shortly"
+                    .into(),
+            )
+        }
         other => ApiError::Internal(anyhow::anyhow!("workflow update failed: {other}")),
     }
 }

@@ -68,7 +68,7 @@ All amounts are integer KRW; all times are RFC 3339 UTC.";
         ),
         responses(
             BadRequest, Unauthorized, PaymentDeclined, Forbidden, NotFound, Conflict, PayloadTooLarge,
-            UnsupportedMediaType, Unprocessable, PaymentUnavailable, Internal,
+            UnsupportedMediaType, Unprocessable, PaymentUnavailable, Unavailable, Internal,
         ),
     ),
 )]
@@ -207,6 +207,9 @@ problem_responses! {
     PaymentUnavailable => "The payment gateway is failing or slow, or its circuit breaker is open; \
         nothing was charged, pay again after `Retry-After` seconds.",
         header "Retry-After": "Seconds to wait before paying again.";
+    Unavailable => "The workflow service is unreachable for now; nothing was changed, try again \
+        after `Retry-After` seconds.",
+        header "Retry-After": "Seconds to wait before trying again.";
     Internal => "Something failed on the server's side; the cause is logged, not sent.";
 }
 
@@ -646,6 +649,7 @@ mod tests {
             ApiError::PaymentUnavailable("x".into(), std::time::Duration::from_secs(2)),
             ApiError::PayloadTooLarge("x".into()),
             ApiError::UnsupportedMediaType("x".into()),
+            ApiError::Unavailable("x".into()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         for e in errors {

@@ -385,6 +385,7 @@ pub async fn live(
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
+        (status = 503, response = crate::openapi::Unavailable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]

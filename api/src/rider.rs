@@ -121,6 +121,7 @@ async fn live_offer(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Strin
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
+        (status = 503, response = crate::openapi::Unavailable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]
@@ -157,6 +158,7 @@ pub async fn accept(
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
+        (status = 503, response = crate::openapi::Unavailable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]
@@ -203,6 +205,7 @@ async fn own_delivery(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Str
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
+        (status = 503, response = crate::openapi::Unavailable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]
@@ -240,6 +243,7 @@ pub async fn pickup(
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
+        (status = 503, response = crate::openapi::Unavailable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]

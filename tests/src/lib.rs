@@ -34,54 +34,57 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_dev_server() -> anyhow::Result<String> {
+/// `temporal server start-dev` on `port`, with the search attributes the
+/// workflow upserts; in memory, or in the SQLite file `db` so it survives a restart.
+fn dev_server_command(port: u16, db: Option<&std::path::Path>) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
     let bin = std::env::var("TEMPORAL_BIN").unwrap_or_else(|_| "temporal".into());
-    let port = free_port();
-    let ui = free_port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The child dies with the thread that spawned it (PDEATHSIG), so spawn it from
-    // a thread that lives as long as the test binary.
-    std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(&bin);
-        cmd.args([
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--log-level",
-            "error",
-        ])
-        .args(["--port", &port.to_string(), "--ui-port", &ui.to_string()])
-        .args([
-            "--search-attribute",
-            "OrderStatus=Keyword",
-            "--search-attribute",
-            "ShopId=Keyword",
-        ])
-        .args([
-            "--search-attribute",
-            "CustomerId=Keyword",
-            "--search-attribute",
-            "RiderId=Keyword",
-        ])
-        .stdout(std::process::Stdio::null())
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
+        .args(["--log-level", "error", "--port", &port.to_string()])
+        .args(["--ui-port", &free_port().to_string()]);
+    for attr in ["OrderStatus", "ShopId", "CustomerId", "RiderId"] {
+        cmd.args(["--search-attribute", &format!("{attr}=Keyword")]);
+    }
+    if let Some(db) = db {
+        cmd.arg("--db-filename").arg(db);
+    }
+    cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+    // The server dies with the thread that spawned it, even if the test is killed.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn wait_listening(addr: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("the Temporal dev server did not listen on {addr} within 60s");
         }
-        match cmd.spawn() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn start_dev_server() -> anyhow::Result<String> {
+    let port = free_port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Spawned from a thread that lives as long as the test binary (PDEATHSIG).
+    std::thread::spawn(move || {
+        match dev_server_command(port, None).spawn() {
             Ok(mut child) => {
                 let _ = tx.send(Ok(()));
                 let _ = child.wait();
             }
             Err(e) => {
                 let _ = tx.send(Err(anyhow::anyhow!(
-                    "spawning {bin}: {e} (set TEMPORAL_BIN or run `make test`)"
+                    "spawning the temporal CLI: {e} (set TEMPORAL_BIN or run `make test`)"
                 )));
             }
         }
@@ -91,14 +94,53 @@ fn start_dev_server() -> anyhow::Result<String> {
     });
     rx.recv()??;
     let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        if Instant::now() > deadline {
-            bail!("the Temporal dev server did not listen on {addr} within 60s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(&addr)?;
     Ok(addr)
+}
+
+/// A dev server a test owns: it keeps its state in a file, so the test can stop
+/// and start it on the same address (a server restart).
+pub struct OwnDevServer {
+    pub address: String,
+    port: u16,
+    db: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnDevServer {
+    pub fn start() -> Self {
+        let mut s = OwnDevServer {
+            port: free_port(),
+            address: String::new(),
+            db: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        s.address = format!("127.0.0.1:{}", s.port);
+        s.restart();
+        s
+    }
+
+    /// Kills the server at once (no graceful shutdown), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and state file.
+    pub fn restart(&mut self) {
+        self.kill();
+        let db = self.db.path().join("temporal.db");
+        self.child = Some(dev_server_command(self.port, Some(&db)).spawn().unwrap());
+        wait_listening(&self.address).unwrap();
+    }
+}
+
+impl Drop for OwnDevServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Messages the webhook receiver accepted, plus how many it refused on purpose.
@@ -115,6 +157,8 @@ pub struct StackOptions {
     pub webhook: bool,
     /// Run every context on a fresh Postgres database instead of SQLite files.
     pub postgres: bool,
+    /// Another Temporal server than the binary's shared one.
+    pub temporal_address: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -128,6 +172,7 @@ impl Default for StackOptions {
             ],
             webhook: false,
             postgres: false,
+            temporal_address: None,
         }
     }
 }
@@ -155,7 +200,12 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
     let sim_addr = serve(baedal_paysim::router(sim.clone())).await;
     let webhook = Webhook::default();
     let mut env: HashMap<String, String> = HashMap::new();
-    env.insert("TEMPORAL_ADDRESS".into(), temporal_address());
+    env.insert(
+        "TEMPORAL_ADDRESS".into(),
+        opts.temporal_address
+            .clone()
+            .unwrap_or_else(temporal_address),
+    );
     env.insert(
         "BAEDAL_TASK_QUEUE_PREFIX".into(),
         format!("t{}-", uuid::Uuid::new_v4().simple()),

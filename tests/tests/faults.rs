@@ -316,3 +316,74 @@ async fn a_killed_workflow_worker_loses_nothing() {
     assert_eq!(order["history"].as_array().unwrap().len(), 2);
     assert_eq!(s.sim.charges_of(&id).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporal_server_restart_loses_nothing_and_charges_once() {
+    let mut server = OwnDevServer::start();
+    let s = spawn_stack_with(StackOptions {
+        temporal_address: Some(server.address.clone()),
+        ..Default::default()
+    })
+    .await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let riders = s.riders(6).await;
+    let id = s.place(&customer).await;
+    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
+        !l.as_array().unwrap().is_empty()
+    })
+    .await;
+
+    // The server crashes and comes back on its state file; the API and workers
+    // reconnect on their own and the order carries on where it was.
+    server.kill();
+    let (code, _) = s
+        .post(
+            &format!("/api/shop/orders/{id}/accept"),
+            &owner,
+            json!({"cookMinutes": 5}),
+        )
+        .await;
+    assert_eq!(code, 503, "no Temporal, no accept (yet)");
+    let (code, order) = s.get(&format!("/api/orders/{id}"), &customer).await;
+    assert_eq!(
+        (code, order["status"].as_str()),
+        (200, Some("PAID")),
+        "reads need no Temporal"
+    );
+    server.restart();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = s
+            .post(
+                &format!("/api/shop/orders/{id}/accept"),
+                &owner,
+                json!({"cookMinutes": 5}),
+            )
+            .await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accept after the restart: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, t) = s.rider_with_offer(&id, &riders).await;
+    for path in [
+        format!("/api/rider/offers/{id}/accept"),
+        format!("/api/shop/orders/{id}/ready"),
+        format!("/api/rider/deliveries/{id}/pickup"),
+        format!("/api/rider/deliveries/{id}/complete"),
+    ] {
+        let token = if path.contains("/shop/") { &owner } else { &t };
+        let (code, body) = s.post(&path, token, json!({})).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let order = s.wait_status(&id, &customer, "DELIVERED").await;
+    assert_eq!(order["history"].as_array().unwrap().len(), 6);
+    let charges = s.sim.charges_of(&id);
+    assert_eq!((charges.len(), charges[0].refunded), (1, 0));
+}
