@@ -213,6 +213,27 @@ problem_responses! {
     Internal => "Something failed on the server's side; the cause is logged, not sent.";
 }
 
+/// The refusals every action on an order shares (cancel, accept, reject, ready,
+/// the rider's offer and delivery steps): 401, 403, 404, 409, 503, 500, each a
+/// reference to the shared problem response above.
+pub struct ActionRefusals;
+
+impl utoipa::IntoResponses for ActionRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        [
+            ("401", "Unauthorized"),
+            ("403", "Forbidden"),
+            ("404", "NotFound"),
+            ("409", "Conflict"),
+            ("500", "Internal"),
+            ("503", "Unavailable"),
+        ]
+        .into_iter()
+        .map(|(code, name)| (code.to_string(), Ref::from_response_name(name).into()))
+        .collect()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Read models and answers (mirrors of the JSON the activities crate builds)
 

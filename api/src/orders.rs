@@ -381,12 +381,7 @@ pub async fn live(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Cancelled (`status: CANCELLED`, with the refund)", body = crate::openapi::ActionResult),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
     ),
 )]
 pub async fn cancel(

@@ -118,11 +118,7 @@ async fn live_offer(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Strin
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Assigned (`status: RIDER_ASSIGNED` or later)", body = crate::openapi::ActionResult),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
     ),
 )]
 pub async fn accept(
@@ -155,11 +151,7 @@ pub async fn accept(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Declined; the order's status afterwards", body = crate::openapi::ActionResult),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
     ),
 )]
 pub async fn decline(
@@ -201,12 +193,7 @@ async fn own_delivery(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Str
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Picked up (`status: PICKED_UP`)", body = crate::openapi::ActionResult),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
     ),
 )]
 pub async fn pickup(
@@ -239,12 +226,7 @@ pub async fn pickup(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Delivered (`status: DELIVERED`)", body = crate::openapi::ActionResult),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
     ),
 )]
 pub async fn complete(

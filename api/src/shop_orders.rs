@@ -194,12 +194,7 @@ pub async fn reject(
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Marked ready; the order's status afterwards", body = crate::openapi::ActionResult),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
     ),
 )]
 pub async fn ready(

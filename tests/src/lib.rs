@@ -501,6 +501,27 @@ impl Stack {
         }
     }
 
+    /// The rest of a happy path once the shop has accepted: the rider holding the
+    /// offer takes it, the owner marks the food ready, the rider picks it up and
+    /// completes. Each call must answer 200.
+    pub async fn deliver(&self, order_id: &str, owner_token: &str, rider_token: &str) {
+        for (path, token) in [
+            (format!("/api/rider/offers/{order_id}/accept"), rider_token),
+            (format!("/api/shop/orders/{order_id}/ready"), owner_token),
+            (
+                format!("/api/rider/deliveries/{order_id}/pickup"),
+                rider_token,
+            ),
+            (
+                format!("/api/rider/deliveries/{order_id}/complete"),
+                rider_token,
+            ),
+        ] {
+            let (code, body) = self.post(&path, token, json!({})).await;
+            assert_eq!(code, 200, "{path}: {body}");
+        }
+    }
+
     pub async fn riders(&self, n: u32) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for i in 1..=n {

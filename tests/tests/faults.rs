@@ -372,16 +372,7 @@ async fn a_temporal_server_restart_loses_nothing_and_charges_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (_, t) = s.rider_with_offer(&id, &riders).await;
-    for path in [
-        format!("/api/rider/offers/{id}/accept"),
-        format!("/api/shop/orders/{id}/ready"),
-        format!("/api/rider/deliveries/{id}/pickup"),
-        format!("/api/rider/deliveries/{id}/complete"),
-    ] {
-        let token = if path.contains("/shop/") { &owner } else { &t };
-        let (code, body) = s.post(&path, token, json!({})).await;
-        assert_eq!(code, 200, "{path}: {body}");
-    }
+    s.deliver(&id, &owner, &t).await;
     let order = s.wait_status(&id, &customer, "DELIVERED").await;
     assert_eq!(order["history"].as_array().unwrap().len(), 6);
     let charges = s.sim.charges_of(&id);

@@ -34,34 +34,7 @@ async fn an_order_is_delivered_and_another_refunded_on_postgres() {
         .await;
     assert_eq!(code, 200);
     let (_, t) = s.rider_with_offer(&id, &riders).await;
-    assert_eq!(
-        s.post(&format!("/api/rider/offers/{id}/accept"), &t, json!({}))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        s.post(&format!("/api/shop/orders/{id}/ready"), &owner, json!({}))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        s.post(&format!("/api/rider/deliveries/{id}/pickup"), &t, json!({}))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        s.post(
-            &format!("/api/rider/deliveries/{id}/complete"),
-            &t,
-            json!({})
-        )
-        .await
-        .0,
-        200
-    );
+    s.deliver(&id, &owner, &t).await;
     let order = s.wait_status(&id, &customer, "DELIVERED").await;
     assert_eq!(order["history"].as_array().unwrap().len(), 6);
 

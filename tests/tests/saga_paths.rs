@@ -408,16 +408,7 @@ async fn a_rider_who_delivered_takes_the_next_order() {
             name, "rider1",
             "round {round}: the nearest rider, free again"
         );
-        for path in [
-            format!("/api/rider/offers/{id}/accept"),
-            format!("/api/shop/orders/{id}/ready"),
-            format!("/api/rider/deliveries/{id}/pickup"),
-            format!("/api/rider/deliveries/{id}/complete"),
-        ] {
-            let token = if path.contains("/shop/") { &owner } else { &t };
-            let (code, body) = s.post(&path, token, json!({})).await;
-            assert_eq!(code, 200, "{path}: {body}");
-        }
+        s.deliver(&id, &owner, &t).await;
         s.wait_status(&id, &customer, "DELIVERED").await;
     }
     let (_, done) = s.get("/api/rider/deliveries", &riders[0].1).await;
