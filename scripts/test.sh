@@ -16,13 +16,17 @@ export RUST_BACKTRACE=1
 
 log "building"
 cargo build --workspace --bins --tests
+mkdir -p target
 log "running the Rust tests"
-cargo test --workspace --no-fail-fast -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee target/rust-tests.log
+rust=$(awk '/^test result:/ {n += $4} END {print n + 0}' target/rust-tests.log)
 
 log "browser test: starting a stack"
-bash scripts/browser-test.sh
+bash scripts/browser-test.sh 2>&1 | tee target/browser-tests.log
+browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
 
 log "benchmark smoke run (asserts the summary's shape and that nothing is lost, never a timing)"
 bash scripts/bench.sh --smoke
 
-log "all tests passed in $((SECONDS - started)) s"
+log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 benchmark smoke"
+echo "tests: $((rust + browser + 1)) passed, 0 failed"
