@@ -501,6 +501,37 @@ impl Stack {
         }
     }
 
+    /// Waits until the owner's list shows the order (the shop context has it).
+    pub async fn owner_sees(&self, order_id: &str, owner_token: &str) {
+        self.eventually(
+            "/api/shop/orders",
+            owner_token,
+            Duration::from_secs(20),
+            |l| {
+                l.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|o| o["orderId"] == order_id)
+            },
+        )
+        .await;
+    }
+
+    /// Once the owner sees the order, accepts it with `cook_minutes`; returns the
+    /// 200 answer.
+    pub async fn accept(&self, order_id: &str, owner_token: &str, cook_minutes: u32) -> Value {
+        self.owner_sees(order_id, owner_token).await;
+        let (code, body) = self
+            .post(
+                &format!("/api/shop/orders/{order_id}/accept"),
+                owner_token,
+                json!({ "cookMinutes": cook_minutes }),
+            )
+            .await;
+        assert_eq!(code, 200, "accept {order_id}: {body}");
+        body
+    }
+
     /// The rest of a happy path once the shop has accepted: the rider holding the
     /// offer takes it, the owner marks the food ready, the rider picks it up and
     /// completes. Each call must answer 200.

@@ -55,13 +55,6 @@ async fn place_with_key(s: &Stack, token: &str, key: &str, body: &Value) -> (u16
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn wait_in_shop(s: &Stack, owner: &str, id: &str) {
-    s.eventually("/api/shop/orders", owner, Duration::from_secs(20), |l| {
-        l.as_array().unwrap().iter().any(|o| o["orderId"] == id)
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_idempotency_key_places_one_order_charged_once_and_another_body_is_422() {
     let s = spawn_stack().await;
@@ -112,7 +105,7 @@ async fn tenants_are_isolated_and_tokens_are_required() {
     let owner = s.login("owner1").await;
     let other_owner = s.login("owner2").await;
     let id = s.place(&customer).await;
-    wait_in_shop(&s, &owner, &id).await;
+    s.owner_sees(&id, &owner).await;
 
     // No token, a forged token: 401, nothing else.
     let one = format!("/api/orders/{id}");
@@ -170,14 +163,7 @@ async fn tenants_are_isolated_and_tokens_are_required() {
     assert_eq!(code, 403);
 
     // Accept it; a rider who was not assigned cannot act on the delivery.
-    let (code, _) = s
-        .post(
-            &format!("/api/shop/orders/{id}/accept"),
-            &owner,
-            json!({"cookMinutes": 5}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    s.accept(&id, &owner, 5).await;
     let riders = s.riders(6).await;
     let (name, _) = s.rider_with_offer(&id, &riders).await;
     let (_, stranger) = riders.iter().find(|(n, _)| *n != name).unwrap();
@@ -208,7 +194,7 @@ async fn wrong_transitions_are_409_and_change_nothing() {
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
-    wait_in_shop(&s, &owner, &id).await;
+    s.owner_sees(&id, &owner).await;
     let shop = |action: &str| format!("/api/shop/orders/{id}/{action}");
 
     // Not accepted yet: the food cannot be ready.
@@ -394,7 +380,7 @@ async fn bad_input_is_a_4xx_problem_and_writes_nothing() {
 
     // Owner and rider bodies.
     let id = s.place(&customer).await;
-    wait_in_shop(&s, &owner, &id).await;
+    s.owner_sees(&id, &owner).await;
     let accept = format!("/api/shop/orders/{id}/accept");
     for body in [
         json!({"cookMinutes": 0}),

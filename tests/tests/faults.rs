@@ -240,18 +240,7 @@ async fn notifications_catch_up_when_their_context_returns() {
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
-        !l.as_array().unwrap().is_empty()
-    })
-    .await;
-    let (code, _) = s
-        .post(
-            &format!("/api/shop/orders/{id}/accept"),
-            &owner,
-            json!({"cookMinutes": 5}),
-        )
-        .await;
-    assert_eq!(code, 200, "the order goes on without notifications");
+    s.accept(&id, &owner, 5).await;
     let (_, feed) = s.get("/api/notifications", &customer).await;
     assert_eq!(feed, json!([]));
     s.start_worker(Context::Notification);

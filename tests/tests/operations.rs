@@ -3,7 +3,6 @@
 
 use baedal_tests::*;
 use futures::TryStreamExt;
-use serde_json::json;
 use std::time::{Duration, Instant};
 use temporalio_client::WorkflowListOptions;
 
@@ -37,18 +36,7 @@ async fn a_placed_order_is_listed_by_shop_and_status_in_temporal_visibility() {
     eventually_found(&s, "CustomerId = 'customer1'", &wid).await;
     assert!(!find(&s, "ShopId = 'shop2'").await.contains(&wid));
 
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
-        !l.as_array().unwrap().is_empty()
-    })
-    .await;
-    let (code, _) = s
-        .post(
-            &format!("/api/shop/orders/{id}/accept"),
-            &owner,
-            json!({"cookMinutes": 5}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    s.accept(&id, &owner, 5).await;
     // "Every order stuck in ACCEPTED for one shop".
     eventually_found(
         &s,

@@ -21,18 +21,7 @@ async fn an_order_is_delivered_and_another_refunded_on_postgres() {
     let riders = s.riders(6).await;
 
     let id = s.place(&customer).await;
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
-        !l.as_array().unwrap().is_empty()
-    })
-    .await;
-    let (code, _) = s
-        .post(
-            &format!("/api/shop/orders/{id}/accept"),
-            &owner,
-            json!({"cookMinutes": 5}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    s.accept(&id, &owner, 5).await;
     let (_, t) = s.rider_with_offer(&id, &riders).await;
     s.deliver(&id, &owner, &t).await;
     let order = s.wait_status(&id, &customer, "DELIVERED").await;

@@ -22,21 +22,6 @@ fn with_env(env: &[(&'static str, &str)]) -> StackOptions {
     o
 }
 
-async fn accept(s: &Stack, id: &str, owner: &str) {
-    s.eventually("/api/shop/orders", owner, Duration::from_secs(20), |l| {
-        l.as_array().unwrap().iter().any(|o| o["orderId"] == id)
-    })
-    .await;
-    let (code, b) = s
-        .post(
-            &format!("/api/shop/orders/{id}/accept"),
-            owner,
-            json!({"cookMinutes": 10}),
-        )
-        .await;
-    assert_eq!(code, 200, "{b}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_payment_is_402_and_nothing_is_established() {
     let s = spawn_stack().await;
@@ -95,7 +80,7 @@ async fn cancel_after_accept_is_refused() {
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
-    accept(&s, &id, &owner).await;
+    s.accept(&id, &owner, 10).await;
     let (code, body) = s
         .post(&format!("/api/orders/{id}/cancel"), &customer, json!({}))
         .await;
@@ -159,7 +144,7 @@ async fn declined_offer_goes_to_the_next_nearest_rider() {
     let owner = s.login("owner1").await;
     let riders = s.riders(6).await;
     let id = s.place(&customer).await;
-    accept(&s, &id, &owner).await;
+    s.accept(&id, &owner, 10).await;
     let (first, t1) = s.rider_with_offer(&id, &riders).await;
     assert_eq!(first, "rider1");
     let (code, b) = s
@@ -193,7 +178,7 @@ async fn unanswered_offer_times_out_to_the_next_nearest_rider() {
     let owner = s.login("owner1").await;
     let riders = s.riders(6).await;
     let id = s.place(&customer).await;
-    accept(&s, &id, &owner).await;
+    s.accept(&id, &owner, 10).await;
     let (first, t1) = s.rider_with_offer(&id, &riders).await;
     assert_eq!(first, "rider1");
     let others: Vec<_> = riders
@@ -233,7 +218,7 @@ async fn no_rider_within_the_search_timeout_cancels_and_refunds() {
         assert_eq!(code, 204);
     }
     let id = s.place(&customer).await;
-    accept(&s, &id, &owner).await;
+    s.accept(&id, &owner, 10).await;
     let order = s
         .eventually(
             &format!("/api/orders/{id}"),
@@ -256,7 +241,7 @@ async fn a_busy_rider_never_gets_a_second_delivery_under_twenty_concurrent_order
     let owner = s.login("owner1").await;
     let riders = s.riders(6).await;
     let ids: Vec<String> = futures::future::join_all((0..20).map(|_| s.place(&customer))).await;
-    futures::future::join_all(ids.iter().map(|id| accept(&s, id, &owner))).await;
+    futures::future::join_all(ids.iter().map(|id| s.accept(id, &owner, 10))).await;
     // Every rider accepts every offer they see, as fast as they can.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut assigned = std::collections::HashMap::new();
@@ -302,22 +287,8 @@ async fn the_delivery_starts_at_ready_at_when_the_owner_does_not_mark_it_ready()
     let owner = s.login("owner1").await;
     let riders = s.riders(6).await;
     let id = s.place(&customer).await;
-    s.eventually("/api/shop/orders", &owner, Duration::from_secs(20), |l| {
-        l.as_array()
-            .unwrap()
-            .iter()
-            .any(|o| o["orderId"] == id.as_str())
-    })
-    .await;
     // One minute is the shortest cooking time the contract allows.
-    let (code, accepted) = s
-        .post(
-            &format!("/api/shop/orders/{id}/accept"),
-            &owner,
-            json!({"cookMinutes": 1}),
-        )
-        .await;
-    assert_eq!(code, 200, "{accepted}");
+    let accepted = s.accept(&id, &owner, 1).await;
     let (_, rider) = s.rider_with_offer(&id, &riders).await;
     let (code, _) = s
         .post(&format!("/api/rider/offers/{id}/accept"), &rider, json!({}))
@@ -387,7 +358,7 @@ async fn the_offer_goes_to_the_nearest_available_rider_by_reported_location() {
         assert_eq!(code, 204);
     }
     let id = s.place(&customer).await;
-    accept(&s, &id, &owner).await;
+    s.accept(&id, &owner, 10).await;
     let (name, token) = s.rider_with_offer(&id, &riders).await;
     assert_eq!(name, "rider5");
     let (_, offers) = s.get("/api/rider/offers", &token).await;
@@ -402,7 +373,7 @@ async fn a_rider_who_delivered_takes_the_next_order() {
     let riders = s.riders(6).await;
     for round in 0..2 {
         let id = s.place(&customer).await;
-        accept(&s, &id, &owner).await;
+        s.accept(&id, &owner, 10).await;
         let (name, t) = s.rider_with_offer(&id, &riders).await;
         assert_eq!(
             name, "rider1",
