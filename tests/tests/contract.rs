@@ -510,3 +510,25 @@ async fn the_event_stream_carries_every_status_change_live_and_ends_with_the_ord
     let (code, _) = s.get(&path, &intruder).await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id_for_the_logs() {
+    let s = spawn_stack().await;
+    let fresh = s.http.get(s.url("/api/shops")).send().await.unwrap();
+    assert_eq!(fresh.status(), 200);
+    let id = fresh.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    // A caller's own id is kept, also on a refusal.
+    let refused = s
+        .http
+        .get(s.url("/api/orders"))
+        .header("x-request-id", "support-ticket-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["x-request-id"], "support-ticket-42");
+}
