@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use baedal_activities::payment::breaker::Admission;
 use baedal_activities::{order, shop};
 use baedal_workflows::{
-    Address, LineItem, OrderFulfillment, OrderRequest, PlaceOutcome, ShopRef, workflow_id,
+    Address, LineItem, OrderFulfillment, OrderRequest, OrderStatus, PlaceOutcome, ShopRef,
+    workflow_id,
 };
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -426,6 +427,7 @@ pub async fn cancel(
     responses(
         (status = 200, description = "The event stream; each `data` is an OrderInfo plus `at`",
             content_type = "text/event-stream", body = String),
+        (status = 204, description = "The order is finished and `Last-Event-ID` was its final event: nothing more will come, do not reconnect"),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
@@ -437,13 +439,23 @@ pub async fn events(
     user: AuthUser,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    own_order(&st, &user, &id).await?;
+) -> ApiResult<Response> {
+    let doc = own_order(&st, &user, &id).await?;
     let mut next: usize = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(0, |n| n + 1);
+    // A client resuming after the final event has seen everything: 204 tells an
+    // EventSource to stop reconnecting instead of holding a stream open for nothing.
+    let seen = doc["history"].as_array().map_or(0, Vec::len);
+    let finished = doc["status"]
+        .as_str()
+        .and_then(OrderStatus::parse)
+        .is_some_and(OrderStatus::is_terminal);
+    if finished && next >= seen {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let db = st.dbs.order.clone();
     let stream = async_stream(move |tx| async move {
         loop {
@@ -474,7 +486,9 @@ pub async fn events(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 /// A stream fed by a task; the task ends when the client goes away.

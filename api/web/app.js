@@ -422,7 +422,11 @@ function orderView(orderId, alive) {
   // EventSource cannot send an Authorization header, so the token rides in the query string (this path only).
   const es = new EventSource(`/api/orders/${encodeURIComponent(orderId)}/events?token=${encodeURIComponent(session.token)}`);
   es.onmessage = (ev) => {
-    try { apply(JSON.parse(ev.data)); } catch (err) { showError(`SSE: ${err.message}`); }
+    let next;
+    try { next = JSON.parse(ev.data); } catch (err) { return showError(`SSE: ${err.message}`); }
+    apply(next);
+    // The server ends the stream after a final status; do not reconnect for nothing.
+    if (TERMINAL.has(next.status)) es.close();
   };
   es.onopen = () => { if (msgBox().textContent.startsWith(t('streamLost'))) clearMessage(); };
   es.onerror = () => {

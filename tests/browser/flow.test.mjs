@@ -40,6 +40,12 @@ async function login(username, viewport = PHONE) {
   contexts.push(ctx);
   const page = await ctx.newPage();
   page.on('pageerror', (e) => pageErrors.push(`${username}: ${e.message}`));
+  // What the page's calls answered, for the failure report: a wait that times out says why.
+  page.trail = [];
+  page.on('response', (r) => {
+    if (r.url().includes('/api/')) page.trail.push(`${new Date().toISOString()} ${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`);
+  });
+  page.on('requestfailed', (r) => page.trail.push(`${new Date().toISOString()} FAILED ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
   await page.goto(BASE + '/');
   await page.locator(tid('login-hint')).waitFor({ timeout: WAIT });
   await page.fill(tid('login-username'), username);
@@ -84,7 +90,14 @@ async function placeOrder(page) {
   return orderId;
 }
 
-const statusIs = (page, testid, status) => page.locator(`${tid(testid)}[data-status="${status}"]`).waitFor({ timeout: WAIT });
+async function statusIs(page, testid, status) {
+  try {
+    await page.locator(`${tid(testid)}[data-status="${status}"]`).waitFor({ timeout: WAIT });
+  } catch (e) {
+    await shot(page, `failed-${testid}-${status}.png`).catch(() => {});
+    throw new Error(`${e.message}\nthe page's last API answers:\n${page.trail.slice(-25).join('\n')}`);
+  }
+}
 
 test('order, accept, ready, rider delivers; customer page follows live to DELIVERED', { timeout: 240_000 }, async () => {
   const riderNames = ['rider1', 'rider2', 'rider3', 'rider4', 'rider5', 'rider6'];

@@ -505,6 +505,25 @@ async fn the_event_stream_carries_every_status_change_live_and_ends_with_the_ord
         "the stream ends after a final status"
     );
 
+    // Following it again replays the whole history; resuming after the final
+    // event answers 204, which tells an EventSource to stop reconnecting.
+    let mut replay = follow(&s, &path, &customer).await;
+    assert_eq!(next_event(&mut replay).await.unwrap()["status"], "PAID");
+    assert_eq!(
+        next_event(&mut replay).await.unwrap()["status"],
+        "CANCELLED"
+    );
+    assert_eq!(next_event(&mut replay).await, None);
+    let resumed = s
+        .http
+        .get(s.url(&path))
+        .bearer_auth(&customer)
+        .header("Last-Event-ID", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 204);
+
     // Another customer cannot follow it.
     let intruder = s.login("customer2").await;
     let (code, _) = s.get(&path, &intruder).await;
