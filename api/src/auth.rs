@@ -62,11 +62,8 @@ pub struct Login {
     request_body = Login,
     responses(
         (status = 200, description = "A token for the user's role", body = crate::openapi::LoginResponse),
-        (status = 400, response = crate::openapi::BadRequest),
+        crate::openapi::BodyRefusals,
         (status = 401, response = crate::openapi::Unauthorized),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]

@@ -213,6 +213,29 @@ problem_responses! {
     Internal => "Something failed on the server's side; the cause is logged, not sent.";
 }
 
+/// The refusals of a JSON request body: malformed (400), over 64 KiB (413), not
+/// JSON (415), the wrong shape or values (422).
+pub struct BodyRefusals;
+
+impl utoipa::IntoResponses for BodyRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        refusals(&[
+            ("400", "BadRequest"),
+            ("413", "PayloadTooLarge"),
+            ("415", "UnsupportedMediaType"),
+            ("422", "Unprocessable"),
+        ])
+    }
+}
+
+fn refusals(
+    list: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+    list.iter()
+        .map(|(code, name)| (code.to_string(), Ref::from_response_name(*name).into()))
+        .collect()
+}
+
 /// The refusals every action on an order shares (cancel, accept, reject, ready,
 /// the rider's offer and delivery steps): 401, 403, 404, 409, 503, 500, each a
 /// reference to the shared problem response above.
@@ -220,17 +243,14 @@ pub struct ActionRefusals;
 
 impl utoipa::IntoResponses for ActionRefusals {
     fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
-        [
+        refusals(&[
             ("401", "Unauthorized"),
             ("403", "Forbidden"),
             ("404", "NotFound"),
             ("409", "Conflict"),
             ("500", "Internal"),
             ("503", "Unavailable"),
-        ]
-        .into_iter()
-        .map(|(code, name)| (code.to_string(), Ref::from_response_name(name).into()))
-        .collect()
+        ])
     }
 }
 

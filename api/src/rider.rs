@@ -35,12 +35,9 @@ pub struct LocationBody {
     security(("bearerAuth" = [])),
     responses(
         (status = 204, description = "Recorded"),
-        (status = 400, response = crate::openapi::BadRequest),
+        crate::openapi::BodyRefusals,
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]

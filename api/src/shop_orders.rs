@@ -92,16 +92,8 @@ pub struct AcceptBody {
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Accepted (`status: ACCEPTED`, with `readyAt`)", body = crate::openapi::ActionResult),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
+        crate::openapi::BodyRefusals,
     ),
 )]
 pub async fn accept(
@@ -149,16 +141,8 @@ pub struct RejectBody {
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Rejected (`status: REJECTED`, with the refund)", body = crate::openapi::ActionResult),
-        (status = 400, response = crate::openapi::BadRequest),
-        (status = 401, response = crate::openapi::Unauthorized),
-        (status = 403, response = crate::openapi::Forbidden),
-        (status = 404, response = crate::openapi::NotFound),
-        (status = 409, response = crate::openapi::Conflict),
-        (status = 503, response = crate::openapi::Unavailable),
-        (status = 413, response = crate::openapi::PayloadTooLarge),
-        (status = 415, response = crate::openapi::UnsupportedMediaType),
-        (status = 422, response = crate::openapi::Unprocessable),
-        (status = 500, response = crate::openapi::Internal),
+        crate::openapi::ActionRefusals,
+        crate::openapi::BodyRefusals,
     ),
 )]
 pub async fn reject(
