@@ -271,20 +271,22 @@ async fn fresh_postgres_database() -> String {
     let admin = sqlx::AnyPool::connect(&base)
         .await
         .expect("connecting to the test Postgres server");
-    // Databases of earlier runs are dropped here: a stack's pools live until the
-    // test process ends, so a test cannot drop its own.
+    // Databases of earlier test processes are dropped here: a stack's pools live
+    // until its process ends, so a test cannot drop its own. Names carry the
+    // process id so tests running side by side keep theirs.
+    let mine = format!("baedal_test_p{}_", std::process::id());
     let stale: Vec<(String,)> = sqlx::query_as(
         "SELECT datname::text FROM pg_database WHERE datname LIKE 'baedal\\_test\\_%'",
     )
     .fetch_all(&admin)
     .await
     .unwrap();
-    for (db,) in stale {
+    for (db,) in stale.into_iter().filter(|(db,)| !db.starts_with(&mine)) {
         let _ = admin
             .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
             .await;
     }
-    let name = format!("baedal_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("{mine}{}", uuid::Uuid::new_v4().simple());
     admin
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
@@ -530,6 +532,53 @@ impl Stack {
             .await;
         assert_eq!(code, 200, "accept {order_id}: {body}");
         body
+    }
+
+    /// Places `orders` orders at once, accepts them all, and has every rider
+    /// accept every offer they see as fast as they can, until each rider holds a
+    /// delivery. Fails if any rider is ever assigned a second one, or is offered
+    /// or holds more than one afterwards.
+    pub async fn race_riders_for(&self, orders: usize, riders: &[(String, String)]) {
+        let customer = self.login("customer1").await;
+        let owner = self.login("owner1").await;
+        let ids: Vec<String> =
+            futures::future::join_all((0..orders).map(|_| self.place(&customer))).await;
+        futures::future::join_all(ids.iter().map(|id| self.accept(id, &owner, 10))).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut assigned = HashMap::new();
+        while assigned.len() < riders.len() && Instant::now() < deadline {
+            for (name, t) in riders {
+                let (_, offers) = self.get("/api/rider/offers", t).await;
+                for o in offers.as_array().unwrap() {
+                    let oid = o["orderId"].as_str().unwrap();
+                    let (code, _) = self
+                        .post(&format!("/api/rider/offers/{oid}/accept"), t, json!({}))
+                        .await;
+                    if code == 200 {
+                        assert!(
+                            assigned.insert(name.clone(), oid.to_string()).is_none(),
+                            "{name} got a second delivery"
+                        );
+                    } else {
+                        assert_eq!(code, 409);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            assigned.len(),
+            riders.len(),
+            "each rider carries exactly one delivery"
+        );
+        // While they carry them, nobody is offered anything more.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (name, t) in riders {
+            let (_, offers) = self.get("/api/rider/offers", t).await;
+            assert_eq!(offers, json!([]), "{name} was offered a second delivery");
+            let (_, d) = self.get("/api/rider/deliveries", t).await;
+            assert_eq!(d.as_array().unwrap().len(), 1, "{name}");
+        }
     }
 
     /// The rest of a happy path once the shop has accepted: the rider holding the

@@ -43,3 +43,14 @@ async fn an_order_is_delivered_and_another_refunded_on_postgres() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_is_never_assigned_twice_under_concurrent_offers_on_postgres() {
+    let s = spawn_stack_with(StackOptions {
+        postgres: true,
+        ..Default::default()
+    })
+    .await;
+    let riders = s.riders(6).await;
+    s.race_riders_for(12, &riders).await;
+}

@@ -237,47 +237,8 @@ async fn no_rider_within_the_search_timeout_cancels_and_refunds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_rider_never_gets_a_second_delivery_under_twenty_concurrent_orders() {
     let s = spawn_stack().await;
-    let customer = s.login("customer1").await;
-    let owner = s.login("owner1").await;
     let riders = s.riders(6).await;
-    let ids: Vec<String> = futures::future::join_all((0..20).map(|_| s.place(&customer))).await;
-    futures::future::join_all(ids.iter().map(|id| s.accept(id, &owner, 10))).await;
-    // Every rider accepts every offer they see, as fast as they can.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut assigned = std::collections::HashMap::new();
-    while assigned.len() < riders.len() && std::time::Instant::now() < deadline {
-        for (name, t) in &riders {
-            let (_, offers) = s.get("/api/rider/offers", t).await;
-            for o in offers.as_array().unwrap() {
-                let oid = o["orderId"].as_str().unwrap();
-                let (code, _) = s
-                    .post(&format!("/api/rider/offers/{oid}/accept"), t, json!({}))
-                    .await;
-                if code == 200 {
-                    assert!(
-                        assigned.insert(name.clone(), oid.to_string()).is_none(),
-                        "{name} got a second delivery"
-                    );
-                } else {
-                    assert_eq!(code, 409);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        assigned.len(),
-        6,
-        "each of the six riders carries exactly one delivery"
-    );
-    // While they carry them, nobody is offered anything more.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for (name, t) in &riders {
-        let (_, offers) = s.get("/api/rider/offers", t).await;
-        assert_eq!(offers, json!([]), "{name} was offered a second delivery");
-        let (_, d) = s.get("/api/rider/deliveries", t).await;
-        assert_eq!(d.as_array().unwrap().len(), 1, "{name}");
-    }
+    s.race_riders_for(20, &riders).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
