@@ -121,10 +121,14 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let ApiError::PaymentUnavailable(_, retry) = &self {
-            let secs = retry.as_secs().max(1).to_string();
+        let retry_after = match &self {
+            ApiError::PaymentUnavailable(_, retry) => Some(retry.as_secs().max(1)),
+            ApiError::Unavailable(_) => Some(2),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_str(&secs).unwrap());
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let ApiError::Unauthorized(_) = &self {
             resp.headers_mut()

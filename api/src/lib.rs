@@ -272,21 +272,28 @@ async fn notifications(
     ))
 }
 
+/// Temporal did not answer (down, restarting, overloaded): the caller may retry,
+/// so this is a 503, not a 500. Logged here, once, for every call path.
+pub(crate) fn temporal_unreachable(status: &temporalio_client::tonic::Status) -> bool {
+    use temporalio_client::tonic::Code;
+    let unreachable = matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded);
+    if unreachable {
+        tracing::warn!(%status, "Temporal unreachable");
+    }
+    unreachable
+}
+
 /// Maps a refused or failed workflow update to the HTTP answer.
 pub(crate) fn update_error(e: temporalio_client::errors::WorkflowUpdateError) -> ApiError {
     use temporalio_client::errors::WorkflowUpdateError as E;
-    use temporalio_client::tonic::Code;
     match e {
         E::Failed(f) => ApiError::Conflict(f.message.clone()),
         // The read model knew the order, so its workflow has finished.
         E::NotFound(_) => ApiError::Conflict("the order is already finished".into()),
-        E::Rpc(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
-            tracing::warn!(status = %s, "Temporal unreachable");
-            ApiError::Unavailable(
-                "the order service is unreachable; nothing was changed, please try again shortly"
-                    .into(),
-            )
-        }
+        E::Rpc(s) if temporal_unreachable(&s) => ApiError::Unavailable(
+            "the order service is unreachable; nothing was changed, please try again shortly"
+                .into(),
+        ),
         other => ApiError::Internal(anyhow::anyhow!("workflow update failed: {other}")),
     }
 }

@@ -697,6 +697,12 @@ mod tests {
             let resp = axum::response::IntoResponse::into_response(e);
             let status = resp.status().as_u16();
             assert_eq!(resp.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+            // Every documented 503 promises Retry-After.
+            assert_eq!(
+                resp.headers().contains_key(header::RETRY_AFTER),
+                status == 503,
+                "{status}: Retry-After"
+            );
             let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
                 .await
                 .unwrap();

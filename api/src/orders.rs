@@ -3,7 +3,7 @@
 use crate::domain::{LatLon, Quantity, phone, text};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, Body};
-use crate::{AppState, action_json, update_error};
+use crate::{AppState, action_json, temporal_unreachable, update_error};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,6 +21,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
+use temporalio_client::errors::WorkflowUpdateWithStartError;
 use temporalio_client::{
     WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
     WorkflowQueryOptions, WorkflowUpdateWithStartOptions,
@@ -78,7 +79,8 @@ struct AddressBody {
     description = "Validates the order, prices it from the shop's menu and pays for it in the same \
                    request: the order exists (`201`, status `PAID`) only once the payment is approved. \
                    A repeat with the same `Idempotency-Key` and body answers the same order, charged once; \
-                   the same key with another body is `422`.",
+                   the same key with another body is `422`. `503` (with `Retry-After`) also answers \
+                   while the order service itself is unreachable.",
     request_body = PlaceBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "1..200 visible ASCII characters; makes retries safe")),
     security(("bearerAuth" = [])),
@@ -226,6 +228,13 @@ pub async fn place(
         .await;
     let outcome = match outcome {
         Ok(o) => o,
+        Err(e) if unreachable_during_place(&e) => {
+            return Err(ApiError::Unavailable(
+                "the order service did not answer; retry with the same Idempotency-Key to get \
+                 the same order, charged at most once"
+                    .into(),
+            ));
+        }
         Err(e) => {
             // The order's workflow already finished (a late retry of a key): answer
             // with what it decided.
@@ -266,6 +275,19 @@ pub async fn place(
                 Duration::from_secs(2),
             ))
         }
+    }
+}
+
+/// Whether update-with-start failed because Temporal did not answer.
+fn unreachable_during_place(e: &WorkflowUpdateWithStartError) -> bool {
+    use temporalio_client::errors::{WorkflowStartError, WorkflowUpdateError};
+    match e {
+        WorkflowUpdateWithStartError::Rpc(s)
+        | WorkflowUpdateWithStartError::Start(WorkflowStartError::Rpc(s))
+        | WorkflowUpdateWithStartError::Update(WorkflowUpdateError::Rpc(s)) => {
+            temporal_unreachable(s)
+        }
+        _ => false,
     }
 }
 

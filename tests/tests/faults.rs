@@ -334,6 +334,16 @@ async fn a_temporal_server_restart_loses_nothing_and_charges_once() {
         )
         .await;
     assert_eq!(code, 503, "no Temporal, no accept (yet)");
+    let r = s
+        .http
+        .post(s.url("/api/orders"))
+        .bearer_auth(&customer)
+        .json(&order_body("tok_ok"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "no Temporal, no new order (yet)");
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
     let (code, order) = s.get(&format!("/api/orders/{id}"), &customer).await;
     assert_eq!(
         (code, order["status"].as_str()),
@@ -366,4 +376,8 @@ async fn a_temporal_server_restart_loses_nothing_and_charges_once() {
     assert_eq!(order["history"].as_array().unwrap().len(), 6);
     let charges = s.sim.charges_of(&id);
     assert_eq!((charges.len(), charges[0].refunded), (1, 0));
+    // The order refused during the outage was never established nor charged.
+    let (_, mine) = s.get("/api/orders", &customer).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(s.sim.payments().len(), 1);
 }
