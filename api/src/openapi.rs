@@ -257,18 +257,27 @@ impl utoipa::IntoResponses for ActionRefusals {
 // ---------------------------------------------------------------------------
 // Read models and answers (mirrors of the JSON the activities crate builds)
 
-/// The order's status (SPEC section 2).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    Paid,
-    Accepted,
-    RiderAssigned,
-    DeliveryStarted,
-    PickedUp,
-    Delivered,
-    Rejected,
-    Cancelled,
+/// The order's status (SPEC section 2). Its values are listed from the
+/// workflow's own status enum, so the document cannot drift from the wire.
+#[derive(Serialize)]
+pub struct OrderStatus(pub baedal_workflows::OrderStatus);
+
+impl utoipa::PartialSchema for OrderStatus {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some("The order's status (SPEC section 2)."))
+            .enum_values(Some(
+                baedal_workflows::OrderStatus::ALL.map(baedal_workflows::OrderStatus::as_str),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for OrderStatus {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "OrderStatus".into()
+    }
 }
 
 /// A priced line of an order; prices come from the shop's menu.
