@@ -465,37 +465,41 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(0, |n| n + 1);
+    let terminal = |status: &Value| {
+        status
+            .as_str()
+            .and_then(OrderStatus::parse)
+            .is_some_and(OrderStatus::is_terminal)
+    };
     // A client resuming after the final event has seen everything: 204 tells an
     // EventSource to stop reconnecting instead of holding a stream open for nothing.
     let seen = doc["history"].as_array().map_or(0, Vec::len);
-    let finished = doc["status"]
-        .as_str()
-        .and_then(OrderStatus::parse)
-        .is_some_and(OrderStatus::is_terminal);
-    if finished && next >= seen {
+    if terminal(&doc["status"]) && next >= seen {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let db = st.dbs.order.clone();
     let stream = async_stream(move |tx| async move {
+        // The first round sends from the document already read for the tenant check.
+        let mut first = Some(doc);
         loop {
-            let Ok(Some((_, doc))) = order::find(&db, &id).await else {
-                return;
+            let doc = match first.take() {
+                Some(d) => d,
+                None => match order::find(&db, &id).await {
+                    Ok(Some((_, d))) => d,
+                    _ => return,
+                },
             };
             let history = doc["history"].as_array().cloned().unwrap_or_default();
             while next < history.len() {
                 let mut data = doc.clone();
                 data["status"] = history[next]["status"].clone();
                 data["at"] = history[next]["at"].clone();
-                let status = history[next]["status"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
                 let ev = Event::default().id(next.to_string()).data(data.to_string());
                 if tx.send(ev).await.is_err() {
                     return;
                 }
                 next += 1;
-                if matches!(status.as_str(), "DELIVERED" | "REJECTED" | "CANCELLED") {
+                if terminal(&data["status"]) {
                     return;
                 }
             }
