@@ -62,19 +62,15 @@ if [ -z "${BENCH_URL:-}" ]; then
   ensure_temporal
   export DATABASE_URL="sqlite:$data"
   export HTTP_ADDR=127.0.0.1:$api_port PAYSIM_ADDR=127.0.0.1:$paysim_port
-  export PAYMENT_GATEWAY_URL=http://127.0.0.1:$paysim_port
+  unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS
   export RUST_LOG=${RUST_LOG:-warn}
   export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
   export BAEDAL_DEMO_RIDERS=$BENCH_RIDERS
   start_temporal_dev - "$temporal_port" "$ui_port" headless
   temporal_pid=${PIDS[-1]}
-  "$bin/baedal-paysim" & PIDS+=($!); paysim_pid=$!
-  wait_http "$PAYMENT_GATEWAY_URL/health"
-  "$bin/baedal-api" & PIDS+=($!); api_pid=$!
-  wait_http "http://$HTTP_ADDR/api/health"
-  "$bin/baedal-worker" --context order,payment,shop,delivery,notification & PIDS+=($!); worker_pid=$!
+  start_stack "$bin"
   export BENCH_URL=http://$HTTP_ADDR BENCH_PAYSIM_URL=$PAYMENT_GATEWAY_URL
-  export BENCH_PIDS="api=$api_pid,workers=$worker_pid,temporal=$temporal_pid,paysim=$paysim_pid"
+  export BENCH_PIDS="api=$API_PID,workers=$WORKER_PID,temporal=$temporal_pid,paysim=$PAYSIM_PID"
 else
   : "${TEMPORAL_ADDRESS:?BENCH_URL needs TEMPORAL_ADDRESS}"
   : "${PAYMENT_GATEWAY_URL:?BENCH_URL needs PAYMENT_GATEWAY_URL}"

@@ -10,15 +10,11 @@ ensure_browser_deps
 data=$(mktemp -d)
 export DATABASE_URL="sqlite:$data"
 export HTTP_ADDR=127.0.0.1:18080 PAYSIM_ADDR=127.0.0.1:18090
-export PAYMENT_GATEWAY_URL=http://127.0.0.1:18090
+unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS
 export RUST_LOG=${RUST_LOG:-warn}
 export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
 start_temporal_dev - 17233 18233 headless
-target/debug/baedal-paysim & PIDS+=($!)
-wait_http "$PAYMENT_GATEWAY_URL/health"
-target/debug/baedal-api & PIDS+=($!)
-wait_http "http://$HTTP_ADDR/api/health"
-target/debug/baedal-worker & PIDS+=($!)
+start_stack target/debug
 mkdir -p target/screenshots
 (cd tests/browser && BAEDAL_URL="http://$HTTP_ADDR" node --test flow.test.mjs)
 rm -rf "$data"

@@ -50,6 +50,26 @@ start_temporal_dev() {
   log "Temporal dev server on $TEMPORAL_ADDRESS"
 }
 
+# start_stack <bin-dir>: the payment gateway simulator on PAYSIM_ADDR (unless
+# PAYMENT_GATEWAY_URL names another gateway), the API on HTTP_ADDR and one worker
+# for BAEDAL_CONTEXTS (default: all). Exports PAYMENT_GATEWAY_URL, HTTP_ADDR and
+# the pids PAYSIM_PID (empty without the simulator), API_PID and WORKER_PID.
+start_stack() {
+  local bin=$1
+  PAYSIM_PID=
+  if [ -z "${PAYMENT_GATEWAY_URL:-}" ]; then
+    export PAYSIM_ADDR=${PAYSIM_ADDR:-127.0.0.1:8090}
+    "$bin/baedal-paysim" & PIDS+=($!); PAYSIM_PID=$!
+    export PAYMENT_GATEWAY_URL="http://$PAYSIM_ADDR"
+    wait_http "$PAYMENT_GATEWAY_URL/health"
+  fi
+  export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
+  "$bin/baedal-api" & PIDS+=($!); API_PID=$!
+  wait_http "http://$HTTP_ADDR/api/health"
+  "$bin/baedal-worker" --context "${BAEDAL_CONTEXTS:-order,payment,shop,delivery,notification}" &
+  PIDS+=($!); WORKER_PID=$!
+}
+
 # wait_http <url> [seconds]: polls until the URL answers 2xx.
 wait_http() {
   local url=$1 deadline=$((SECONDS + ${2:-60}))

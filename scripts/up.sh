@@ -18,19 +18,7 @@ if [ -z "${TEMPORAL_ADDRESS:-}" ]; then
   start_temporal_dev data/temporal.db 7233 8233
   temporal_ui=http://127.0.0.1:8233
 fi
-if [ -z "${PAYMENT_GATEWAY_URL:-}" ]; then
-  export PAYSIM_ADDR=${PAYSIM_ADDR:-127.0.0.1:8090}
-  target/release/baedal-paysim &
-  PIDS+=($!)
-  export PAYMENT_GATEWAY_URL="http://$PAYSIM_ADDR"
-  wait_http "$PAYMENT_GATEWAY_URL/health"
-fi
-export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
-target/release/baedal-api &
-PIDS+=($!)
-wait_http "http://$HTTP_ADDR/api/health"
-target/release/baedal-worker --context "${BAEDAL_CONTEXTS:-order,payment,shop,delivery,notification}" &
-PIDS+=($!)
+start_stack target/release
 
 cat >&2 <<MSG
 
