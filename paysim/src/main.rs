@@ -15,7 +15,10 @@ async fn main() -> anyhow::Result<()> {
         baedal_paysim::router(baedal_paysim::Sim::default()),
     )
     .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
+        // `up` stops its processes with SIGTERM; Ctrl-C in a terminal sends SIGINT.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
     })
     .await?;
     Ok(())
