@@ -144,3 +144,119 @@ impl Breaker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseUrl;
+
+    const COOLDOWN: Duration = Duration::from_millis(300);
+
+    async fn breaker(threshold: u32) -> (Breaker, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::SqliteDir(dir.path().display().to_string());
+        let db = crate::db::open(&url, "payment", &super::super::MIGRATOR)
+            .await
+            .unwrap();
+        (Breaker::new(db, threshold, COOLDOWN), dir)
+    }
+
+    async fn fail(b: &Breaker, times: u32) {
+        for _ in 0..times {
+            b.record(false).await.unwrap();
+        }
+    }
+
+    fn refused(a: Admission) -> bool {
+        matches!(a, Admission::Refused { .. })
+    }
+
+    #[tokio::test]
+    async fn closed_lets_calls_through_until_threshold_failures_in_a_row() {
+        let (b, _dir) = breaker(3).await;
+        assert_eq!(b.state().await.unwrap(), "closed");
+        assert_eq!(b.admit().await.unwrap(), Admission::Allowed);
+        fail(&b, 2).await;
+        assert_eq!(b.state().await.unwrap(), "closed");
+        assert_eq!(b.admit().await.unwrap(), Admission::Allowed);
+        fail(&b, 1).await;
+        assert_eq!(b.state().await.unwrap(), "open");
+        assert_eq!(b.metrics.opened.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_healthy_answer_resets_the_count_of_failures_in_a_row() {
+        let (b, _dir) = breaker(3).await;
+        fail(&b, 2).await;
+        b.record(true).await.unwrap();
+        fail(&b, 2).await;
+        assert_eq!(b.state().await.unwrap(), "closed");
+        fail(&b, 1).await;
+        assert_eq!(b.state().await.unwrap(), "open");
+    }
+
+    #[tokio::test]
+    async fn open_refuses_at_once_with_the_rest_of_the_cool_down() {
+        let (b, _dir) = breaker(1).await;
+        fail(&b, 1).await;
+        match b.admit().await.unwrap() {
+            // Never less than a second: Retry-After is whole seconds.
+            Admission::Refused { retry_after } => assert_eq!(retry_after, Duration::from_secs(1)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.metrics.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn after_the_cool_down_exactly_one_caller_probes() {
+        let (b, _dir) = breaker(1).await;
+        fail(&b, 1).await;
+        tokio::time::sleep(COOLDOWN).await;
+        let (x, y) = tokio::join!(b.admit(), b.admit());
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(
+            (x == Admission::Probe && refused(y)) || (refused(x) && y == Admission::Probe),
+            "{x:?} {y:?}"
+        );
+        assert_eq!(b.state().await.unwrap(), "half_open");
+        assert!(refused(b.admit().await.unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_successful_probe_closes_the_breaker() {
+        let (b, _dir) = breaker(1).await;
+        fail(&b, 1).await;
+        tokio::time::sleep(COOLDOWN).await;
+        assert_eq!(b.admit().await.unwrap(), Admission::Probe);
+        b.record(true).await.unwrap();
+        assert_eq!(b.state().await.unwrap(), "closed");
+        assert_eq!(b.admit().await.unwrap(), Admission::Allowed);
+        assert_eq!(b.metrics.closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_opens_it_again_for_another_cool_down() {
+        let (b, _dir) = breaker(3).await;
+        fail(&b, 3).await;
+        tokio::time::sleep(COOLDOWN).await;
+        assert_eq!(b.admit().await.unwrap(), Admission::Probe);
+        // One failure is enough in half-open, whatever the threshold.
+        fail(&b, 1).await;
+        assert_eq!(b.state().await.unwrap(), "open");
+        assert!(refused(b.admit().await.unwrap()));
+        assert_eq!(b.metrics.opened.load(Ordering::Relaxed), 2);
+        tokio::time::sleep(COOLDOWN).await;
+        assert_eq!(b.admit().await.unwrap(), Admission::Probe);
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_never_reports_back_is_replaced_after_the_cool_down() {
+        let (b, _dir) = breaker(1).await;
+        fail(&b, 1).await;
+        tokio::time::sleep(COOLDOWN).await;
+        assert_eq!(b.admit().await.unwrap(), Admission::Probe);
+        assert!(refused(b.admit().await.unwrap()));
+        tokio::time::sleep(COOLDOWN).await;
+        assert_eq!(b.admit().await.unwrap(), Admission::Probe);
+    }
+}
