@@ -35,7 +35,8 @@ start_temporal_dev() {
   local db=$1 port=$2 ui=$3 headless=${4:-}
   local args=(server start-dev --ip 127.0.0.1 --port "$port" --ui-port "$ui" --log-level warn
     --search-attribute OrderStatus=Keyword --search-attribute ShopId=Keyword
-    --search-attribute CustomerId=Keyword --search-attribute RiderId=Keyword)
+    --search-attribute CustomerId=Keyword --search-attribute RiderId=Keyword
+    --search-attribute RefundStatus=Keyword)
   [ "$db" != "-" ] && args+=(--db-filename "$db")
   [ -n "$headless" ] && args+=(--headless)
   mkdir -p data

@@ -25,6 +25,10 @@ pub struct Config {
     /// How many demo riders are seeded (rider1..riderN); the benchmark raises it.
     pub demo_riders: u32,
     pub token_ttl: Duration,
+    /// How often the payment reconciliation runs (a Temporal Schedule).
+    pub reconcile_interval: Duration,
+    /// Charges younger than this are left to their own order's saga.
+    pub reconcile_min_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +83,8 @@ impl Config {
             contexts,
             demo_riders: num("BAEDAL_DEMO_RIDERS", 6)?.clamp(1, 10_000) as u32,
             token_ttl: dur("AUTH_TOKEN_TTL", "12h")?,
+            reconcile_interval: dur("RECONCILE_INTERVAL", "5m")?,
+            reconcile_min_age: dur("RECONCILE_MIN_AGE", "2m")?,
         })
     }
 
@@ -92,6 +98,11 @@ impl Config {
             self.task_queue_prefix,
             baedal_workflows::ORDER_FULFILLMENT_QUEUE
         )
+    }
+
+    /// The reconciliation schedule's id: one per deployment (queue prefix).
+    pub fn reconcile_schedule_id(&self) -> String {
+        format!("{}payment-reconciliation", self.task_queue_prefix)
     }
 
     pub fn timeouts(&self) -> Timeouts {

@@ -43,7 +43,7 @@ fn dev_server_command(port: u16, db: Option<&std::path::Path>) -> std::process::
     cmd.args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
         .args(["--log-level", "error", "--port", &port.to_string()])
         .args(["--ui-port", &free_port().to_string()]);
-    for attr in ["OrderStatus", "ShopId", "CustomerId", "RiderId"] {
+    for attr in baedal_workflows::search::ALL_KEYWORDS {
         cmd.args(["--search-attribute", &format!("{attr}=Keyword")]);
     }
     if let Some(db) = db {

@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use baedal_activities::config::Config;
 use baedal_activities::{db, delivery, identity, notification, order, payment, shop};
-use baedal_workflows::{Context, OrderFulfillment};
+use baedal_workflows::{Context, OrderFulfillment, PaymentReconciliation, ReconcileInput};
 use std::future::Future;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -43,9 +43,15 @@ pub async fn run(
         let options = match context {
             Context::Order => {
                 let db = db::open(&cfg.database, name, &order::MIGRATOR).await?;
+                ensure_reconciliation_schedule(&cfg, &client).await?;
                 WorkerOptions::new(cfg.workflow_queue())
                     .register_workflow::<OrderFulfillment>()?
-                    .register_activities(order::OrderContext { db })
+                    .register_workflow::<PaymentReconciliation>()?
+                    .register_activities(order::OrderContext { db: db.clone() })
+                    .register_activities(order::reconcile::OutcomeContext {
+                        db,
+                        temporal: client.clone(),
+                    })
                     .build()
             }
             Context::Payment => {
@@ -119,6 +125,61 @@ pub async fn run(
     }
     for r in results {
         r.context("worker stopped with an error")?;
+    }
+    Ok(())
+}
+
+/// The payment reconciliation runs on a Temporal Schedule, one per deployment.
+/// The order context's worker creates it, or brings its interval and input up
+/// to date, each time it starts.
+pub async fn ensure_reconciliation_schedule(cfg: &Config, client: &Client) -> anyhow::Result<()> {
+    use temporalio_client::schedules::{
+        CreateScheduleOptions, ScheduleAction, ScheduleError, ScheduleOverlapPolicy, ScheduleSpec,
+    };
+    let id = cfg.reconcile_schedule_id();
+    let action = || {
+        ScheduleAction::start_workflow(
+            PaymentReconciliation::run,
+            ReconcileInput {
+                queues: cfg.queues(),
+                min_age_ms: cfg.reconcile_min_age.as_millis() as u64,
+            },
+            cfg.workflow_queue(),
+            id.clone(),
+        )
+    };
+    let spec = ScheduleSpec::from_interval(cfg.reconcile_interval);
+    let created = client
+        .create_schedule(
+            id.clone(),
+            CreateScheduleOptions::builder()
+                .action(action())
+                .spec(spec.clone())
+                // A run still going when the next is due: skip, never pile up.
+                .overlap_policy(ScheduleOverlapPolicy::Skip)
+                .note("refunds charges that no live or delivered order holds")
+                .build(),
+        )
+        .await;
+    match created {
+        Ok(_) => {
+            tracing::info!(schedule = %id, every = ?cfg.reconcile_interval, "reconciliation scheduled")
+        }
+        Err(ScheduleError::Rpc(s)) if s.code() == temporalio_client::tonic::Code::AlreadyExists => {
+            let action = action();
+            client
+                .get_schedule_handle(id.clone())
+                .update(
+                    move |u| {
+                        u.set_spec(spec);
+                        u.set_action(action);
+                    },
+                    Default::default(),
+                )
+                .await
+                .with_context(|| format!("updating schedule {id}"))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("creating schedule {id}")),
     }
     Ok(())
 }

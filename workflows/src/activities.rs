@@ -18,6 +18,13 @@ impl OrderActivities {
     pub fn project(order: OrderSnapshot) -> Result<(), ActivityError> {
         unimplemented!()
     }
+
+    /// For the payment reconciliation: whether each order is live, delivered
+    /// or over without delivery (its workflow's state and the order's view).
+    #[activity(name = "order.outcomes")]
+    pub fn outcomes(order_ids: Vec<String>) -> Result<Vec<OrderOutcome>, ActivityError> {
+        unimplemented!()
+    }
 }
 
 pub struct PaymentActivities;
@@ -29,8 +36,22 @@ impl PaymentActivities {
         unimplemented!()
     }
 
+    /// Kept for orders placed before `refund_order` existed: retried until it succeeds.
     #[activity(name = "payment.refund")]
     pub fn refund(req: RefundRequest) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Refunds once (by idempotency key). A gateway answer that can never
+    /// succeed is `Refused`; transient failures fail the attempt (retried).
+    #[activity(name = "payment.refund_order")]
+    pub fn refund_order(req: RefundRequest) -> Result<RefundOutcome, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Approved charges with no refund, charged before the cut-off.
+    #[activity(name = "payment.unsettled_charges")]
+    pub fn unsettled_charges(q: UnsettledQuery) -> Result<Vec<UnsettledCharge>, ActivityError> {
         unimplemented!()
     }
 
@@ -95,9 +116,12 @@ pub mod def {
     pub use super::delivery_activities::Project as DeliveryProject;
     pub use super::delivery_activities::WithdrawOffer as DeliveryWithdrawOffer;
     pub use super::notification_activities::Announce as NotificationAnnounce;
+    pub use super::order_activities::Outcomes as OrderOutcomes;
     pub use super::order_activities::Project as OrderProject;
     pub use super::payment_activities::Charge as PaymentCharge;
     pub use super::payment_activities::Refund as PaymentRefund;
+    pub use super::payment_activities::RefundOrder as PaymentRefundOrder;
     pub use super::payment_activities::SettleUnknown as PaymentSettleUnknown;
+    pub use super::payment_activities::UnsettledCharges as PaymentUnsettledCharges;
     pub use super::shop_activities::Project as ShopProject;
 }

@@ -5,9 +5,11 @@
 pub mod activities;
 pub mod model;
 pub mod order;
+pub mod reconcile;
 
 pub use model::*;
 pub use order::OrderFulfillment;
+pub use reconcile::{PaymentReconciliation, ReconcileInput};
 
 /// Task queue the order workflow runs on.
 pub const ORDER_FULFILLMENT_QUEUE: &str = "order-fulfillment";
@@ -66,4 +68,17 @@ pub mod search {
     pub const SHOP_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("ShopId");
     pub const CUSTOMER_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("CustomerId");
     pub const RIDER_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("RiderId");
+    /// `PENDING`, `REFUNDED` or `FAILED`; `RefundStatus="FAILED"` lists the
+    /// orders an operator must settle by hand.
+    pub const REFUND_STATUS: SearchAttributeKey<String> =
+        SearchAttributeKey::keyword("RefundStatus");
+
+    /// Every attribute above, for the scripts and tests that register them.
+    pub const ALL_KEYWORDS: [&str; 5] = [
+        "OrderStatus",
+        "ShopId",
+        "CustomerId",
+        "RiderId",
+        "RefundStatus",
+    ];
 }

@@ -64,6 +64,8 @@ pub mod reason {
     pub const SHOP_TIMEOUT: &str = "SHOP_TIMEOUT";
     pub const NO_RIDER: &str = "NO_RIDER";
     pub const CUSTOMER_CANCELLED: &str = "CUSTOMER_CANCELLED";
+    /// An operator cancelled the order's workflow in Temporal.
+    pub const OPERATOR_CANCELLED: &str = "OPERATOR_CANCELLED";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +105,24 @@ pub struct HistoryEntry {
 pub enum RefundStatus {
     Pending,
     Refunded,
+    /// The gateway refused the refund for good (e.g. 404/422): an operator must act.
+    Failed,
+}
+
+impl RefundStatus {
+    pub const ALL: [RefundStatus; 3] = [
+        RefundStatus::Pending,
+        RefundStatus::Refunded,
+        RefundStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "PENDING",
+            RefundStatus::Refunded => "REFUNDED",
+            RefundStatus::Failed => "FAILED",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +240,18 @@ pub enum ChargeOutcome {
     Unavailable { message: String },
 }
 
+/// How a refund ended. Transport failures, timeouts, 5xx and 429 are not
+/// outcomes: the activity fails and Temporal retries it with backoff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundOutcome {
+    Refunded,
+    /// The gateway answered that this refund can never succeed (404, 422, ...).
+    Refused {
+        message: String,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefundRequest {
     pub order_id: String,
@@ -290,4 +322,45 @@ pub struct AcceptOrder {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RejectOrder {
     pub reason: String,
+}
+
+/// Which charges the reconciliation looks at: approved, never refunded, and
+/// older than this (younger ones may still be settled by their own order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsettledQuery {
+    pub charged_before: i64,
+}
+
+/// An approved charge with no refund recorded against its order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsettledCharge {
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount: i64,
+}
+
+/// What became of an order, as far as the payment reconciliation cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderOutcome {
+    /// Its workflow is still running: it settles its own payment.
+    Live,
+    Delivered,
+    /// Over without delivery, or never established: its charge must be refunded.
+    Undelivered,
+}
+
+/// What one reconciliation run did; the workflow's result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    pub checked: u32,
+    pub live: u32,
+    pub delivered: u32,
+    /// Orders whose charge this run refunded.
+    pub refunded: Vec<String>,
+    /// Orders whose refund the gateway refused for good: an operator must act.
+    pub failed: Vec<String>,
 }

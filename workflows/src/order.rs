@@ -11,22 +11,46 @@
 //! Pumps run independently, so one context being down only delays its own view
 //! (fault isolation), and because they follow the state rather than the code path
 //! that changed it, no status is skipped when several updates land in one task.
+//!
+//! Rules for orders started since the `SERIAL_ACTIONS` patch (`v2`):
+//! - Actions serialize. Every validator of a workflow task runs before any
+//!   handler body, so a validator alone cannot keep two conflicting actions
+//!   out. Each action therefore has one rule (`may_cancel`, `may_accept`, …)
+//!   that its validator checks (a refusal leaves no trace in history) and its
+//!   handler checks again in [`OrderFulfillment::act`] before it changes
+//!   anything: the first transition applied wins, a later one answers 409.
+//! - An operator's cancel (Temporal workflow cancellation) is an order event, not
+//!   an abort. The saga, the pumps and their timers wait on a token of their own
+//!   that workflow cancellation does not touch; the cancel becomes
+//!   `CANCELLED` with reason `OPERATOR_CANCELLED`, and the saga compensates it as
+//!   it would a customer's cancel (refund, views, notifications, rider freed).
+//! - A timer that loses its race is cancelled, so it never fires into history later.
+//! - A refund ends `REFUNDED` or `FAILED` (the gateway refused it for good: an
+//!   operator acts). A caller waiting on it is answered after the first attempt,
+//!   with `PENDING` if it is still being retried.
+//!
+//! Orders started before the patch replay and finish under the earlier rules.
 
 use crate::activities::{
     DeliveryActivities, NotificationActivities, OrderActivities, PaymentActivities, ShopActivities,
 };
 use crate::model::*;
 use crate::search;
+use futures::future::FusedFuture;
 use std::error::Error;
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, LocalActivityOptions, SyncWorkflowContext, TimerOptions,
-    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, CancellableFuture, LocalActivityOptions, SyncWorkflowContext, TimerOptions,
+    WaitConditionOptions, WorkflowCancellationError, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
 type HandlerError = Box<dyn Error + Send + Sync>;
+
+/// Patch marking the rules in this file's header; orders started earlier lack it.
+pub const SERIAL_ACTIONS: &str = "serial-actions-operator-cancel";
 
 /// How a rider answered the live offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +100,10 @@ pub struct OrderFulfillment {
     /// How many history entries the notification context has been given.
     announced: usize,
     saga_done: bool,
+    /// Started under the `SERIAL_ACTIONS` rules.
+    v2: bool,
+    /// The refund's first attempt failed; it is being retried with backoff.
+    refund_retrying: bool,
 }
 
 #[workflow_methods]
@@ -99,27 +127,32 @@ impl OrderFulfillment {
             projected: [0; 3],
             announced: 0,
             saga_done: false,
+            v2: false,
+            refund_retrying: false,
         }
     }
 
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<OrderStatus> {
+        let v2 = ctx.patched(SERIAL_ACTIONS);
+        ctx.state_mut(|s| s.v2 = v2);
         let saga = run_saga(ctx.clone());
         let order = project_pump(ctx.clone(), View::Order);
         let shop = project_pump(ctx.clone(), View::Shop);
         let delivery = project_pump(ctx.clone(), View::Delivery);
         let announce = announce_pump(ctx.clone());
-        let (saga, order, shop, delivery, announce) =
-            temporalio_sdk::workflows::join!(saga, order, shop, delivery, announce);
+        let operator = operator_cancel(ctx.clone());
+        let (saga, order, shop, delivery, announce, operator) =
+            temporalio_sdk::workflows::join!(saga, order, shop, delivery, announce, operator);
         saga?;
         order?;
         shop?;
         delivery?;
         announce?;
+        operator?;
         // Let in-flight update handlers answer their callers before the run closes.
         let view = ctx.clone();
-        ctx.wait_condition(move |_| view.all_handlers_finished())
-            .await?;
+        wait(ctx, move |_| view.all_handlers_finished()).await?;
         Ok(ctx.state(|s| s.status.unwrap_or(OrderStatus::Cancelled)))
     }
 
@@ -188,30 +221,28 @@ impl OrderFulfillment {
             // The customer reads their order right after the 201: answer once the
             // order context holds it.
             let version = ctx.state(|s| s.version);
-            let _ = ctx
-                .wait_condition(|s| s.projected[View::Order as usize] >= version)
-                .await;
+            let _ = wait(ctx, |s| s.projected[View::Order as usize] >= version).await;
         }
         placed
     }
 
     #[update_validator(cancel)]
     fn validate_cancel(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), HandlerError> {
-        self.require(
-            &[OrderStatus::Paid],
-            "the shop has already accepted the order",
-        )
+        self.may_cancel()
     }
 
-    /// Customer cancels before the shop accepts; answers once the refund is done.
+    /// Customer cancels before the shop accepts; answers once the refund's first
+    /// attempt is over.
     #[update]
-    pub async fn cancel(ctx: &mut WorkflowContext<Self>) -> ActionResult {
+    pub async fn cancel(ctx: &mut WorkflowContext<Self>) -> Result<ActionResult, HandlerError> {
         let now = now_ms(ctx);
         ctx.state_mut(|s| {
-            s.reason = Some(reason::CUSTOMER_CANCELLED.to_string());
-            s.transition(OrderStatus::Cancelled, now);
-        });
-        await_refund(ctx).await
+            s.act(Self::may_cancel, |s| {
+                s.reason = Some(reason::CUSTOMER_CANCELLED.to_string());
+                s.transition(OrderStatus::Cancelled, now);
+            })
+        })?;
+        Ok(await_refund(ctx).await)
     }
 
     #[update_validator(accept)]
@@ -223,17 +254,22 @@ impl OrderFulfillment {
         if !(1..=180).contains(&a.cook_minutes) {
             return Err("cookMinutes must be between 1 and 180".into());
         }
-        self.require(&[OrderStatus::Paid], "only a paid order can be accepted")
+        self.may_accept()
     }
 
     #[update]
-    pub async fn accept(ctx: &mut WorkflowContext<Self>, a: AcceptOrder) -> ActionResult {
+    pub async fn accept(
+        ctx: &mut WorkflowContext<Self>,
+        a: AcceptOrder,
+    ) -> Result<ActionResult, HandlerError> {
         let now = now_ms(ctx);
         ctx.state_mut(|s| {
-            s.ready_at = Some(now + i64::from(a.cook_minutes) * 60_000);
-            s.transition(OrderStatus::Accepted, now);
-        });
-        settled(ctx, &[View::Order, View::Shop]).await
+            s.act(Self::may_accept, |s| {
+                s.ready_at = Some(now + i64::from(a.cook_minutes) * 60_000);
+                s.transition(OrderStatus::Accepted, now);
+            })
+        })?;
+        Ok(settled(ctx, &[View::Order, View::Shop]).await)
     }
 
     #[update_validator(reject)]
@@ -245,36 +281,34 @@ impl OrderFulfillment {
         if r.reason.trim().is_empty() {
             return Err("a reason is required".into());
         }
-        self.require(&[OrderStatus::Paid], "only a paid order can be rejected")
+        self.may_reject()
     }
 
     #[update]
-    pub async fn reject(ctx: &mut WorkflowContext<Self>, r: RejectOrder) -> ActionResult {
+    pub async fn reject(
+        ctx: &mut WorkflowContext<Self>,
+        r: RejectOrder,
+    ) -> Result<ActionResult, HandlerError> {
         let now = now_ms(ctx);
         ctx.state_mut(|s| {
-            s.reason = Some(r.reason.trim().to_string());
-            s.transition(OrderStatus::Rejected, now);
-        });
-        await_refund(ctx).await
+            s.act(Self::may_reject, |s| {
+                s.reason = Some(r.reason.trim().to_string());
+                s.transition(OrderStatus::Rejected, now);
+            })
+        })?;
+        Ok(await_refund(ctx).await)
     }
 
     #[update_validator(mark_ready)]
     fn validate_mark_ready(&self, _ctx: &WorkflowContextView, _: &()) -> Result<(), HandlerError> {
-        self.require(
-            &[OrderStatus::Accepted, OrderStatus::RiderAssigned],
-            "the food can be marked ready only while it is being cooked",
-        )?;
-        if self.ready {
-            return Err("the food is already ready".into());
-        }
-        Ok(())
+        self.may_mark_ready()
     }
 
     #[update]
-    pub async fn mark_ready(ctx: &mut WorkflowContext<Self>) -> ActionResult {
+    pub async fn mark_ready(ctx: &mut WorkflowContext<Self>) -> Result<ActionResult, HandlerError> {
         let now = now_ms(ctx);
-        ctx.state_mut(|s| s.food_ready(now));
-        settled(ctx, &[View::Order, View::Shop]).await
+        ctx.state_mut(|s| s.act(Self::may_mark_ready, |s| s.food_ready(now)))?;
+        Ok(settled(ctx, &[View::Order, View::Shop]).await)
     }
 
     #[update_validator(rider_accept)]
@@ -294,29 +328,48 @@ impl OrderFulfillment {
         a: RiderAction,
     ) -> Result<ActionResult, HandlerError> {
         let (req, queue) = ctx.state_mut(|s| {
-            if let Some(o) = s.offer.as_mut() {
-                o.accepting = true;
-            }
-            (
-                RiderOrder {
-                    order_id: s.req.order_id.clone(),
-                    rider_id: a.rider_id.clone(),
+            s.act(
+                |s| s.require_live_offer(&a.rider_id),
+                |s| {
+                    if let Some(o) = s.offer.as_mut() {
+                        o.accepting = true;
+                    }
                 },
-                s.req.queues.delivery.clone(),
             )
-        });
+            .map(|()| {
+                (
+                    RiderOrder {
+                        order_id: s.req.order_id.clone(),
+                        rider_id: a.rider_id.clone(),
+                    },
+                    s.req.queues.delivery.clone(),
+                )
+            })
+        })?;
         let assigned = ctx
             .execute_activity(
                 DeliveryActivities::assign,
                 req,
-                quick_options(&queue, "assign the rider (one delivery at a time)"),
+                quick_options(ctx, &queue, "assign the rider (one delivery at a time)"),
             )
             .await;
         let now = now_ms(ctx);
         let assigned = matches!(assigned, Ok(true));
-        ctx.state_mut(|s| {
-            let Some(o) = s.offer.as_mut() else { return };
-            if assigned {
+        let over = ctx.state_mut(|s| {
+            let over = s.v2 && s.is_terminal();
+            let Some(o) = s.offer.as_mut() else {
+                return over;
+            };
+            if assigned && over {
+                // An operator cancelled the order while the rider was taking it:
+                // record the rider so the rider's view ends and frees them.
+                o.answer = Some(OfferAnswer::Busy);
+                s.rider = Some(RiderRef {
+                    id: o.rider_id.clone(),
+                    distance_m: o.distance_m,
+                });
+                s.version += 1;
+            } else if assigned {
                 o.answer = Some(OfferAnswer::Accepted);
                 s.rider = Some(RiderRef {
                     id: o.rider_id.clone(),
@@ -327,7 +380,11 @@ impl OrderFulfillment {
             } else {
                 o.answer = Some(OfferAnswer::Busy);
             }
+            over
         });
+        if over {
+            return Err("the order has been cancelled".into());
+        }
         if !assigned {
             return Err("the rider already carries a delivery".into());
         }
@@ -347,12 +404,17 @@ impl OrderFulfillment {
     pub fn rider_decline(
         &mut self,
         _ctx: &mut SyncWorkflowContext<Self>,
-        _a: RiderAction,
-    ) -> ActionResult {
-        if let Some(o) = self.offer.as_mut() {
-            o.answer = Some(OfferAnswer::Declined);
-        }
-        self.action_result()
+        a: RiderAction,
+    ) -> Result<ActionResult, HandlerError> {
+        self.act(
+            |s| s.require_live_offer(&a.rider_id),
+            |s| {
+                if let Some(o) = s.offer.as_mut() {
+                    o.answer = Some(OfferAnswer::Declined);
+                }
+            },
+        )?;
+        Ok(self.action_result())
     }
 
     #[update_validator(pickup)]
@@ -361,18 +423,22 @@ impl OrderFulfillment {
         _ctx: &WorkflowContextView,
         a: &RiderAction,
     ) -> Result<(), HandlerError> {
-        self.require_rider(&a.rider_id)?;
-        self.require(
-            &[OrderStatus::DeliveryStarted],
-            "pickup is possible once the delivery has started",
-        )
+        self.may_pick_up(&a.rider_id)
     }
 
     #[update]
-    pub async fn pickup(ctx: &mut WorkflowContext<Self>, _a: RiderAction) -> ActionResult {
+    pub async fn pickup(
+        ctx: &mut WorkflowContext<Self>,
+        a: RiderAction,
+    ) -> Result<ActionResult, HandlerError> {
         let now = now_ms(ctx);
-        ctx.state_mut(|s| s.transition(OrderStatus::PickedUp, now));
-        settled(ctx, &[View::Order, View::Delivery]).await
+        ctx.state_mut(|s| {
+            s.act(
+                |s| s.may_pick_up(&a.rider_id),
+                |s| s.transition(OrderStatus::PickedUp, now),
+            )
+        })?;
+        Ok(settled(ctx, &[View::Order, View::Delivery]).await)
     }
 
     #[update_validator(complete)]
@@ -381,22 +447,91 @@ impl OrderFulfillment {
         _ctx: &WorkflowContextView,
         a: &RiderAction,
     ) -> Result<(), HandlerError> {
-        self.require_rider(&a.rider_id)?;
+        self.may_complete(&a.rider_id)
+    }
+
+    #[update]
+    pub async fn complete(
+        ctx: &mut WorkflowContext<Self>,
+        a: RiderAction,
+    ) -> Result<ActionResult, HandlerError> {
+        let now = now_ms(ctx);
+        ctx.state_mut(|s| {
+            s.act(
+                |s| s.may_complete(&a.rider_id),
+                |s| s.transition(OrderStatus::Delivered, now),
+            )
+        })?;
+        Ok(settled(ctx, &[View::Order, View::Delivery]).await)
+    }
+}
+
+impl OrderFulfillment {
+    /// The one step every action takes: check its rule against the state as it is
+    /// now (another action of the same workflow task may have changed it since the
+    /// validator ran), then apply the change. Orders started before `SERIAL_ACTIONS`
+    /// apply without the second check, as they did.
+    fn act(
+        &mut self,
+        rule: impl FnOnce(&Self) -> Result<(), HandlerError>,
+        apply: impl FnOnce(&mut Self),
+    ) -> Result<(), HandlerError> {
+        if self.v2 {
+            rule(self)?;
+        }
+        apply(self);
+        Ok(())
+    }
+
+    fn may_cancel(&self) -> Result<(), HandlerError> {
+        self.require(
+            &[OrderStatus::Paid],
+            "the shop has already accepted the order",
+        )
+    }
+
+    fn may_accept(&self) -> Result<(), HandlerError> {
+        self.require(&[OrderStatus::Paid], "only a paid order can be accepted")
+    }
+
+    fn may_reject(&self) -> Result<(), HandlerError> {
+        self.require(&[OrderStatus::Paid], "only a paid order can be rejected")
+    }
+
+    fn may_mark_ready(&self) -> Result<(), HandlerError> {
+        self.require(
+            &[OrderStatus::Accepted, OrderStatus::RiderAssigned],
+            "the food can be marked ready only while it is being cooked",
+        )?;
+        if self.ready {
+            return Err("the food is already ready".into());
+        }
+        Ok(())
+    }
+
+    fn may_pick_up(&self, rider_id: &str) -> Result<(), HandlerError> {
+        self.require_rider(rider_id)?;
+        self.require(
+            &[OrderStatus::DeliveryStarted],
+            "pickup is possible once the delivery has started",
+        )
+    }
+
+    fn may_complete(&self, rider_id: &str) -> Result<(), HandlerError> {
+        self.require_rider(rider_id)?;
         self.require(
             &[OrderStatus::PickedUp],
             "only a picked-up order can be completed",
         )
     }
 
-    #[update]
-    pub async fn complete(ctx: &mut WorkflowContext<Self>, _a: RiderAction) -> ActionResult {
-        let now = now_ms(ctx);
-        ctx.state_mut(|s| s.transition(OrderStatus::Delivered, now));
-        settled(ctx, &[View::Order, View::Delivery]).await
+    /// What the saga and the pumps wait with: under `v2` a detached token that
+    /// nothing cancels, so an operator's cancel reaches the order as an event
+    /// instead of aborting them; before it, the workflow's own.
+    fn token(&self) -> Option<WorkflowCancellationToken> {
+        self.v2.then(WorkflowCancellationToken::new)
     }
-}
 
-impl OrderFulfillment {
     fn transition(&mut self, status: OrderStatus, at: i64) {
         self.status = Some(status);
         self.history.push(HistoryEntry { status, at });
@@ -482,10 +617,51 @@ fn now_ms<W>(ctx: &WorkflowContext<W>) -> i64 {
 }
 
 /// Timers carry a summary so operators read what each one waits for in the Web UI.
-fn summarized(d: Duration, summary: &str) -> TimerOptions {
+fn summarized(
+    d: Duration,
+    summary: &str,
+    token: Option<WorkflowCancellationToken>,
+) -> TimerOptions {
     TimerOptions::builder(d)
         .summary(summary.to_string())
+        .maybe_cancellation_token(token)
         .build()
+}
+
+/// Waits for a condition on the order, with the order's token (see the header).
+fn wait<'a>(
+    ctx: &'a WorkflowContext<OrderFulfillment>,
+    condition: impl FnMut(&OrderFulfillment) -> bool + 'a,
+) -> impl FusedFuture<Output = Result<(), WorkflowCancellationError>> + 'a {
+    let token = ctx.state(|s| s.token());
+    ctx.wait_condition_with_options(
+        condition,
+        WaitConditionOptions::builder()
+            .maybe_cancellation_token(token)
+            .build(),
+    )
+}
+
+/// Waits until `done` holds or `d` has passed; true when the timer fired first.
+/// Under `v2` a timer that loses the race is cancelled, so it never fires into
+/// the history later.
+async fn timer_or(
+    ctx: &WorkflowContext<OrderFulfillment>,
+    d: Duration,
+    summary: &str,
+    done: impl FnMut(&OrderFulfillment) -> bool,
+) -> bool {
+    let (v2, token) = ctx.state(|s| (s.v2, s.token()));
+    let timer = ctx.timer(summarized(d, summary, token));
+    let mut timer = std::pin::pin!(timer);
+    let fired = temporalio_sdk::workflows::select! {
+        _ = timer.as_mut() => true,
+        _ = wait(ctx, done) => false,
+    };
+    if !fired && v2 {
+        timer.cancel();
+    }
+    fired
 }
 
 fn until(ctx: &WorkflowContext<OrderFulfillment>, at_ms: i64) -> Duration {
@@ -496,27 +672,34 @@ fn until(ctx: &WorkflowContext<OrderFulfillment>, at_ms: i64) -> Duration {
 /// views its caller reads hold the change (read-your-writes for that caller).
 async fn settled(ctx: &mut WorkflowContext<OrderFulfillment>, views: &[View]) -> ActionResult {
     let version = ctx.state(|s| s.version);
-    let _ = ctx
-        .wait_condition(|s| views.iter().all(|v| s.projected[*v as usize] >= version))
-        .await;
+    let _ = wait(ctx, |s| {
+        views.iter().all(|v| s.projected[*v as usize] >= version)
+    })
+    .await;
     ctx.state(|s| s.action_result())
 }
 
+/// Cancel and reject answer with the refund as known once its first attempt is
+/// over (`v2`): done, refused for good, or still pending and being retried.
 async fn await_refund(ctx: &mut WorkflowContext<OrderFulfillment>) -> ActionResult {
-    let _ = ctx
-        .wait_condition(|s| {
-            s.refund
-                .as_ref()
-                .is_some_and(|r| r.status == RefundStatus::Refunded)
-                && s.projected[View::Order as usize] >= s.version
-        })
-        .await;
+    let _ = wait(ctx, |s| {
+        let known = s.refund.as_ref().is_some_and(|r| {
+            r.status == RefundStatus::Refunded
+                || (s.v2 && (r.status == RefundStatus::Failed || s.refund_retrying))
+        });
+        known && s.projected[View::Order as usize] >= s.version
+    })
+    .await;
     ctx.state(|s| s.action_result())
 }
 
 /// Activities that only touch a context's own store: short, retried quickly.
-fn quick_options(queue: &str, summary: &str) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+fn quick_options(
+    ctx: &WorkflowContext<OrderFulfillment>,
+    queue: &str,
+    summary: &str,
+) -> ActivityOptions {
+    let mut o = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
         .task_queue(queue.to_string())
         .summary(summary.to_string())
         .retry_policy(
@@ -525,7 +708,9 @@ fn quick_options(queue: &str, summary: &str) -> ActivityOptions {
                 .maximum_interval(Duration::from_secs(5))
                 .build(),
         )
-        .build()
+        .build();
+    o.cancellation_token = ctx.state(|s| s.token());
+    o
 }
 
 /// Compensation must finish even if the workflow is being cancelled.
@@ -550,7 +735,7 @@ async fn run_saga(ctx: WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> 
 }
 
 async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
-    ctx.wait_condition(|s| s.placed.is_some()).await?;
+    wait(ctx, |s| s.placed.is_some()).await?;
     if ctx.state(|s| s.status.is_none()) {
         // Not paid: nothing was established; settle a charge whose outcome is unknown.
         if ctx.state(|s| s.charge_unknown) {
@@ -577,21 +762,24 @@ async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<(
 
     // Shop acceptance. The clock starts once the shop holds the order, so a shop
     // context that is down delays the order instead of rejecting it.
-    ctx.wait_condition(|s| s.projected[View::Shop as usize] >= 1 || s.is_terminal())
-        .await?;
+    wait(ctx, |s| {
+        s.projected[View::Shop as usize] >= 1 || s.is_terminal()
+    })
+    .await?;
     let shop_timeout = Duration::from_millis(ctx.state(|s| s.req.timeouts.shop_accept_ms));
-    temporalio_sdk::workflows::select! {
-        _ = ctx.timer(summarized(shop_timeout, "shop acceptance timeout")) => {
-            let now = now_ms(ctx);
-            ctx.state_mut(|s| {
-                if s.status == Some(OrderStatus::Paid) {
-                    s.reason = Some(reason::SHOP_TIMEOUT.to_string());
-                    s.transition(OrderStatus::Rejected, now);
-                }
-            });
-        }
-        _ = ctx.wait_condition(|s| s.status != Some(OrderStatus::Paid)) => {}
-    };
+    if timer_or(ctx, shop_timeout, "shop acceptance timeout", |s| {
+        s.status != Some(OrderStatus::Paid)
+    })
+    .await
+    {
+        let now = now_ms(ctx);
+        ctx.state_mut(|s| {
+            if s.status == Some(OrderStatus::Paid) {
+                s.reason = Some(reason::SHOP_TIMEOUT.to_string());
+                s.transition(OrderStatus::Rejected, now);
+            }
+        });
+    }
 
     if ctx.state(|s| s.status == Some(OrderStatus::Accepted)) {
         let (dispatched, cooked) = temporalio_sdk::workflows::join!(dispatch_rider(ctx), cook(ctx));
@@ -600,8 +788,12 @@ async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<(
     }
 
     if !ctx.state(|s| s.is_terminal()) {
-        ctx.wait_condition(|s| s.status == Some(OrderStatus::Delivered))
-            .await?;
+        // Before v2 only a delivery ended an order from here; now an operator's
+        // cancel may end it in any state.
+        wait(ctx, |s| {
+            s.status == Some(OrderStatus::Delivered) || (s.v2 && s.is_terminal())
+        })
+        .await?;
     }
 
     if ctx.state(|s| {
@@ -617,6 +809,75 @@ async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<(
 
 /// Compensation for every way a paid order ends without delivery.
 async fn refund(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
+    if !ctx.state(|s| s.v2) {
+        return refund_until_done(ctx).await;
+    }
+    let (req, queue, payment_ms) = ctx.state_mut(|s| {
+        s.refund = Some(Refund {
+            amount: s.req.total,
+            status: RefundStatus::Pending,
+        });
+        s.version += 1;
+        (
+            s.payment_id.clone().map(|payment_id| RefundRequest {
+                order_id: s.req.order_id.clone(),
+                payment_id,
+                amount: s.req.total,
+                idempotency_key: format!("{}:refund", s.req.order_id),
+            }),
+            s.req.queues.payment.clone(),
+            s.req.timeouts.payment_ms,
+        )
+    });
+    let outcome = match req {
+        None => RefundOutcome::Refunded,
+        Some(req) => {
+            // One prompt attempt first: the customer or owner waiting on the
+            // cancel/reject hears the outcome, or PENDING if this one fails.
+            let first = ctx
+                .execute_activity(
+                    PaymentActivities::refund_order,
+                    req.clone(),
+                    ActivityOptions::with_schedule_to_close_timeout(
+                        Duration::from_millis(payment_ms) + Duration::from_secs(5),
+                    )
+                    .task_queue(queue.clone())
+                    .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
+                    .cancellation_token(WorkflowCancellationToken::new())
+                    .summary("refund the customer".to_string())
+                    .build(),
+                )
+                .await;
+            match first {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    ctx.state_mut(|s| s.refund_retrying = true);
+                    ctx.execute_activity(
+                        PaymentActivities::refund_order,
+                        req,
+                        detached(&queue, "refund the customer (retrying)"),
+                    )
+                    .await?
+                }
+            }
+        }
+    };
+    ctx.state_mut(|s| {
+        if let Some(r) = s.refund.as_mut() {
+            r.status = match outcome {
+                RefundOutcome::Refunded => RefundStatus::Refunded,
+                // The payment context logged it; the views, the `RefundStatus`
+                // search attribute and the metrics show it to operators.
+                RefundOutcome::Refused { .. } => RefundStatus::Failed,
+            };
+        }
+        s.version += 1;
+    });
+    Ok(())
+}
+
+/// The refund of orders started before `SERIAL_ACTIONS`: retried until it succeeds.
+async fn refund_until_done(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
     let (req, queue) = ctx.state_mut(|s| {
         s.refund = Some(Refund {
             amount: s.req.total,
@@ -653,13 +914,18 @@ async fn refund(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
 /// Cooking completes at `readyAt`, or earlier when the owner marks it ready.
 async fn cook(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
     let ready_at = ctx.state(|s| s.ready_at.unwrap_or_default());
-    temporalio_sdk::workflows::select! {
-        _ = ctx.timer(summarized(until(ctx, ready_at), "food ready (readyAt)")) => {
-            let now = now_ms(ctx);
-            ctx.state_mut(|s| if !s.is_terminal() { s.food_ready(now) });
-        }
-        _ = ctx.wait_condition(|s| s.ready || s.is_terminal()) => {}
-    };
+    if timer_or(ctx, until(ctx, ready_at), "food ready (readyAt)", |s| {
+        s.ready || s.is_terminal()
+    })
+    .await
+    {
+        let now = now_ms(ctx);
+        ctx.state_mut(|s| {
+            if !s.is_terminal() {
+                s.food_ready(now)
+            }
+        });
+    }
     Ok(())
 }
 
@@ -679,7 +945,12 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
     let poll_ms = (t.rider_search_ms / 10).clamp(500, 15_000) as i64;
     let mut declined: Vec<String> = Vec::new();
     let mut lapsed: Vec<String> = Vec::new();
+    let v2 = ctx.state(|s| s.v2);
     loop {
+        if v2 && ctx.state(|s| s.is_terminal()) {
+            // An operator cancelled the order.
+            return Ok(());
+        }
         let now = now_ms(ctx);
         if now >= deadline {
             ctx.state_mut(|s| {
@@ -699,17 +970,19 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
                     exclude,
                     expires_at,
                 },
-                quick_options(&queue, "offer the nearest free rider"),
+                quick_options(ctx, &queue, "offer the nearest free rider"),
             )
             .await?;
         let Some(made) = offer else {
             // Riders who let an earlier offer lapse may take it now.
             lapsed.clear();
-            ctx.timer(summarized(
-                Duration::from_millis(poll_ms.min(deadline - now).max(1) as u64),
-                "no free rider: look again",
-            ))
-            .await;
+            let pause = Duration::from_millis(poll_ms.min(deadline - now).max(1) as u64);
+            if v2 {
+                timer_or(ctx, pause, "no free rider: look again", |s| s.is_terminal()).await;
+            } else {
+                ctx.timer(summarized(pause, "no free rider: look again", None))
+                    .await;
+            }
             continue;
         };
         ctx.state_mut(|s| {
@@ -720,12 +993,15 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
                 answer: None,
             })
         });
-        temporalio_sdk::workflows::select! {
-            _ = ctx.timer(summarized(until(ctx, expires_at), "rider offer expires")) => {}
-            _ = ctx.wait_condition(|s| s.offer.as_ref().is_some_and(|o| o.answer.is_some() || o.accepting)) => {}
-        };
+        timer_or(ctx, until(ctx, expires_at), "rider offer expires", |s| {
+            s.offer
+                .as_ref()
+                .is_some_and(|o| o.answer.is_some() || o.accepting)
+                || (s.v2 && s.is_terminal())
+        })
+        .await;
         // An accept in flight when the offer lapses still gets its answer.
-        ctx.wait_condition(|s| {
+        wait(ctx, |s| {
             s.offer
                 .as_ref()
                 .is_some_and(|o| !o.accepting || o.answer.is_some())
@@ -745,19 +1021,24 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
                 order_id: order_id.clone(),
                 rider_id: made.rider_id,
             },
-            quick_options(&queue, "withdraw the rider's offer"),
+            quick_options(ctx, &queue, "withdraw the rider's offer"),
         )
         .await?;
     }
 }
 
 fn upsert_search_attributes(ctx: &WorkflowContext<OrderFulfillment>) {
-    let (status, shop, customer, rider) = ctx.state(|s| {
+    let (status, shop, customer, rider, refund) = ctx.state(|s| {
         (
             s.status.map(|st| st.as_str().to_string()),
             s.req.shop.id.clone(),
             s.req.customer_id.clone(),
             s.rider.as_ref().map(|r| r.id.clone()),
+            // Operators list the refunds that need them by this one (v2 orders).
+            s.refund
+                .as_ref()
+                .filter(|_| s.v2)
+                .map(|r| r.status.as_str().to_string()),
         )
     });
     let Some(status) = status else { return };
@@ -769,6 +1050,9 @@ fn upsert_search_attributes(ctx: &WorkflowContext<OrderFulfillment>) {
     if let Some(rider) = rider {
         updates.push(search::RIDER_ID.value_set(rider));
     }
+    if let Some(refund) = refund {
+        updates.push(search::REFUND_STATUS.value_set(refund));
+    }
     ctx.upsert_search_attributes(updates);
 }
 
@@ -777,7 +1061,7 @@ fn upsert_search_attributes(ctx: &WorkflowContext<OrderFulfillment>) {
 async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> WorkflowResult<()> {
     let i = view as usize;
     loop {
-        ctx.wait_condition(|s| {
+        wait(&ctx, |s| {
             let relevant = match view {
                 // The rider's view exists from the moment a rider is assigned.
                 View::Delivery => s.rider.is_some(),
@@ -804,12 +1088,14 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
             View::Order => {
                 // Operators filter by these in the Web UI; kept with the customer's view.
                 upsert_search_attributes(&ctx);
+                let token = ctx.state(|s| s.token());
                 ctx.execute_local_activity(
                     OrderActivities::project,
                     snapshot,
                     LocalActivityOptions::builder()
                         .start_to_close_timeout(Duration::from_secs(5))
                         .summary("customer's view (OrderInfo)".to_string())
+                        .maybe_cancellation_token(token)
                         .build(),
                 )
                 .await?
@@ -818,7 +1104,7 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
                 ctx.execute_activity(
                     ShopActivities::project,
                     snapshot,
-                    projection_options(&queue.shop, "owner's view (OrderDtl)"),
+                    projection_options(&ctx, &queue.shop, "owner's view (OrderDtl)"),
                 )
                 .await?
             }
@@ -826,7 +1112,7 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
                 ctx.execute_activity(
                     DeliveryActivities::project,
                     snapshot,
-                    projection_options(&queue.delivery, "rider's view (DeliveryInfo)"),
+                    projection_options(&ctx, &queue.delivery, "rider's view (DeliveryInfo)"),
                 )
                 .await?
             }
@@ -836,8 +1122,12 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
 }
 
 /// A context that is down only delays its own work: wait for it as long as it takes.
-fn projection_options(queue: &str, summary: &str) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+fn projection_options(
+    ctx: &WorkflowContext<OrderFulfillment>,
+    queue: &str,
+    summary: &str,
+) -> ActivityOptions {
+    let mut o = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
         .task_queue(queue.to_string())
         .summary(summary.to_string())
         .retry_policy(
@@ -846,14 +1136,15 @@ fn projection_options(queue: &str, summary: &str) -> ActivityOptions {
                 .maximum_interval(Duration::from_secs(10))
                 .build(),
         )
-        .build()
+        .build();
+    o.cancellation_token = ctx.state(|s| s.token());
+    o
 }
 
 /// Sends every status change, in order and each once, to the notification context.
 async fn announce_pump(ctx: WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
     loop {
-        ctx.wait_condition(|s| s.history.len() > s.announced || s.saga_done)
-            .await?;
+        wait(&ctx, |s| s.history.len() > s.announced || s.saga_done).await?;
         let (batch, queue) = ctx.state(|s| {
             (
                 Announcement {
@@ -870,9 +1161,36 @@ async fn announce_pump(ctx: WorkflowContext<OrderFulfillment>) -> WorkflowResult
         ctx.execute_activity(
             NotificationActivities::announce,
             batch,
-            projection_options(&queue, "notify every recipient of the status change"),
+            projection_options(&ctx, &queue, "notify every recipient of the status change"),
         )
         .await?;
         ctx.state_mut(|s| s.announced = sent);
     }
+}
+
+/// An operator cancelled the order's workflow (`temporal workflow cancel`): under
+/// `v2` that ends an unfinished order `CANCELLED` (`OPERATOR_CANCELLED`) and the
+/// saga compensates it like any other cancel. Before `v2` cancellation aborted
+/// the run, as it still does for those orders.
+async fn operator_cancel(ctx: WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
+    if !ctx.state(|s| s.v2) {
+        return Ok(());
+    }
+    let requested = temporalio_sdk::workflows::select! {
+        _ = ctx.cancelled() => true,
+        _ = wait(&ctx, |s| s.saga_done) => false,
+    };
+    if !requested {
+        return Ok(());
+    }
+    // An order still being paid for is decided by its payment first.
+    wait(&ctx, |s| s.placed.is_some()).await?;
+    let now = now_ms(&ctx);
+    ctx.state_mut(|s| {
+        if s.status.is_some_and(|st| !st.is_terminal()) {
+            s.reason = Some(reason::OPERATOR_CANCELLED.to_string());
+            s.transition(OrderStatus::Cancelled, now);
+        }
+    });
+    Ok(())
 }
