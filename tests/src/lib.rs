@@ -185,7 +185,7 @@ pub struct Stack {
     pub cfg: Config,
     pub temporal: temporalio_client::Client,
     _dir: tempfile::TempDir,
-    workers: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    workers: Mutex<HashMap<String, (oneshot::Sender<()>, std::thread::JoinHandle<()>)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -351,7 +351,7 @@ impl Stack {
         let cfg = self.cfg.clone();
         // The worker's future is not Send: give it a runtime of its own, as a
         // separate process would have.
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -363,7 +363,10 @@ impl Stack {
                 eprintln!("worker {} stopped: {e:#}", c.name());
             }
         });
-        self.workers.lock().unwrap().insert(c.name().into(), tx);
+        self.workers
+            .lock()
+            .unwrap()
+            .insert(c.name().into(), (tx, thread));
     }
 
     /// A second API process on the same stores and Temporal (as a scaled-out
@@ -383,8 +386,21 @@ impl Stack {
 
     /// Stops one context's worker (its queued work waits for the next one).
     pub fn stop_worker(&self, c: Context) {
-        if let Some(tx) = self.workers.lock().unwrap().remove(c.name()) {
+        if let Some((tx, _)) = self.workers.lock().unwrap().remove(c.name()) {
             let _ = tx.send(());
+        }
+    }
+
+    /// Stops one context's worker and returns once it has drained and is gone,
+    /// so nothing sent afterwards can reach it.
+    pub async fn stop_worker_and_wait(&self, c: Context) {
+        let stopped = self.workers.lock().unwrap().remove(c.name());
+        if let Some((tx, thread)) = stopped {
+            let _ = tx.send(());
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .unwrap()
+                .expect("worker thread");
         }
     }
 
@@ -649,7 +665,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for (_, tx) in self.workers.lock().unwrap().drain() {
+        for (_, (tx, _)) in self.workers.lock().unwrap().drain() {
             let _ = tx.send(());
         }
         for t in self.tasks.lock().unwrap().drain(..) {

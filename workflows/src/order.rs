@@ -42,9 +42,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, CancellableFuture, LocalActivityOptions, SyncWorkflowContext, TimerOptions,
-    WaitConditionOptions, WorkflowCancellationError, WorkflowCancellationToken, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityOptions, CancellableFuture, LocalActivityOptions, TimerOptions, WaitConditionOptions,
+    WorkflowCancellationError, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
 };
 
 type HandlerError = Box<dyn Error + Send + Sync>;
@@ -400,21 +400,24 @@ impl OrderFulfillment {
         self.require_live_offer(&a.rider_id)
     }
 
+    /// Async like every other action: a sync handler runs while the task's jobs
+    /// are read, ahead of async handler bodies, and would jump the arrival order.
     #[update]
-    pub fn rider_decline(
-        &mut self,
-        _ctx: &mut SyncWorkflowContext<Self>,
+    pub async fn rider_decline(
+        ctx: &mut WorkflowContext<Self>,
         a: RiderAction,
     ) -> Result<ActionResult, HandlerError> {
-        self.act(
-            |s| s.require_live_offer(&a.rider_id),
-            |s| {
-                if let Some(o) = s.offer.as_mut() {
-                    o.answer = Some(OfferAnswer::Declined);
-                }
-            },
-        )?;
-        Ok(self.action_result())
+        ctx.state_mut(|s| {
+            s.act(
+                |s| s.require_live_offer(&a.rider_id),
+                |s| {
+                    if let Some(o) = s.offer.as_mut() {
+                        o.answer = Some(OfferAnswer::Declined);
+                    }
+                },
+            )?;
+            Ok(s.action_result())
+        })
     }
 
     #[update_validator(pickup)]

@@ -1,0 +1,266 @@
+//! Two people acting on one order at once. Each test makes the interleaving
+//! happen instead of hoping for it: the order worker is stopped, both actions
+//! are sent (the first a moment before the second, so both are waiting in
+//! Temporal in that order), and the worker is started again, so both reach the
+//! workflow in one workflow task. The first applied wins with 200; the other
+//! answers 409; no call is left waiting; the order's history holds only the
+//! winner; the customer is charged once and refunded iff the order ended
+//! undelivered.
+
+use baedal_tests::{ORDER_TOTAL, Stack, StackOptions, record_history, spawn_stack_with};
+use baedal_workflows::Context;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// One HTTP action: path, caller's token, body.
+struct Act(String, String, Value);
+
+fn act(path: String, token: &str, body: Value) -> Act {
+    Act(path, token.to_string(), body)
+}
+
+/// Sends `first`, then `second`, while the order worker is down, then starts
+/// the worker; returns both answers (each must come: a hung call fails the test).
+async fn race(s: &Stack, first: Act, second: Act) -> [(u16, Value); 2] {
+    s.stop_worker_and_wait(Context::Order).await;
+    let send = |a: Act| {
+        let http = s.http.clone();
+        let url = s.url(&a.0);
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(a.1)
+                .json(&a.2)
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .expect("the action was answered");
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let a = send(first);
+    // Let the first action reach Temporal before the second: arrival order is
+    // what decides, and this fixes it.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let b = send(second);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.start_worker(Context::Order);
+    [a.await.unwrap(), b.await.unwrap()]
+}
+
+fn statuses(order: &Value) -> Vec<String> {
+    order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Charged once; refunded (once, in full) exactly when `refunded`.
+fn assert_money(s: &Stack, order_id: &str, refunded: bool) {
+    let charges = s.sim.charges_of(order_id);
+    assert_eq!(charges.len(), 1, "charged exactly once: {charges:?}");
+    let c = &charges[0];
+    assert_eq!(c.amount, ORDER_TOTAL);
+    if refunded {
+        assert_eq!((c.refunded, c.refund_count), (ORDER_TOTAL, 1), "{c:?}");
+    } else {
+        assert_eq!((c.refunded, c.refund_count), (0, 0), "{c:?}");
+    }
+}
+
+async fn stack() -> Stack {
+    spawn_stack_with(StackOptions::default()).await
+}
+
+/// A paid order the owner can see; returns (stack, order id, customer, owner).
+async fn paid_order() -> (Stack, String, String, String) {
+    let s = stack().await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let id = s.place(&customer).await;
+    s.owner_sees(&id, &owner).await;
+    (s, id, customer, owner)
+}
+
+fn cancel(id: &str, customer: &str) -> Act {
+    act(format!("/api/orders/{id}/cancel"), customer, json!({}))
+}
+
+fn accept(id: &str, owner: &str) -> Act {
+    act(
+        format!("/api/shop/orders/{id}/accept"),
+        owner,
+        json!({"cookMinutes": 20}),
+    )
+}
+
+fn reject(id: &str, owner: &str) -> Act {
+    act(
+        format!("/api/shop/orders/{id}/reject"),
+        owner,
+        json!({"reason": "Sold out"}),
+    )
+}
+
+#[tokio::test]
+async fn cancel_then_accept_at_once_cancels_and_refuses_the_accept() {
+    let (s, id, customer, owner) = paid_order().await;
+    let [(c1, b1), (c2, b2)] = race(&s, cancel(&id, &customer), accept(&id, &owner)).await;
+    assert_eq!((c1, c2), (200, 409), "cancel: {b1}; accept: {b2}");
+    assert_eq!(b1["status"], "CANCELLED");
+    assert_eq!(b1["refund"]["status"], "REFUNDED");
+    assert_eq!(
+        b2["type"].as_str().map(|t| t.contains("conflict")),
+        Some(true),
+        "{b2}"
+    );
+    let o = s.wait_status(&id, &customer, "CANCELLED").await;
+    assert_eq!(statuses(&o), ["PAID", "CANCELLED"]);
+    assert_eq!(o["reason"], "CUSTOMER_CANCELLED");
+    s.wait_workflow_closed(&id).await;
+    assert_money(&s, &id, true);
+    record_history(&s, &id, "race_cancel_accept").await;
+}
+
+#[tokio::test]
+async fn reject_then_accept_at_once_rejects_and_refuses_the_accept() {
+    let (s, id, customer, owner) = paid_order().await;
+    let [(c1, b1), (c2, b2)] = race(&s, reject(&id, &owner), accept(&id, &owner)).await;
+    assert_eq!((c1, c2), (200, 409), "reject: {b1}; accept: {b2}");
+    assert_eq!(b1["status"], "REJECTED");
+    let o = s.wait_status(&id, &customer, "REJECTED").await;
+    assert_eq!(statuses(&o), ["PAID", "REJECTED"]);
+    assert_eq!(o["reason"], "Sold out");
+    assert_eq!(o["refund"]["status"], "REFUNDED");
+    s.wait_workflow_closed(&id).await;
+    assert_money(&s, &id, true);
+}
+
+#[tokio::test]
+async fn accept_then_cancel_at_once_accepts_and_refuses_the_cancel() {
+    let (s, id, customer, owner) = paid_order().await;
+    let [(c1, b1), (c2, b2)] = race(&s, accept(&id, &owner), cancel(&id, &customer)).await;
+    assert_eq!((c1, c2), (200, 409), "accept: {b1}; cancel: {b2}");
+    assert_eq!(b1["status"], "ACCEPTED");
+    let o = s.wait_status(&id, &customer, "ACCEPTED").await;
+    assert_eq!(statuses(&o), ["PAID", "ACCEPTED"]);
+    assert_eq!(o["refund"], Value::Null);
+    assert_eq!(o["reason"], Value::Null);
+    assert_money(&s, &id, false);
+}
+
+#[tokio::test]
+async fn accept_then_reject_at_once_accepts_and_refuses_the_reject() {
+    let (s, id, customer, owner) = paid_order().await;
+    let [(c1, b1), (c2, b2)] = race(&s, accept(&id, &owner), reject(&id, &owner)).await;
+    assert_eq!((c1, c2), (200, 409), "accept: {b1}; reject: {b2}");
+    let o = s.wait_status(&id, &customer, "ACCEPTED").await;
+    assert_eq!(statuses(&o), ["PAID", "ACCEPTED"]);
+    assert_eq!(o["refund"], Value::Null);
+    assert_money(&s, &id, false);
+}
+
+#[tokio::test]
+async fn a_rider_accepting_and_declining_at_once_gets_what_came_first() {
+    let (s, id, customer, owner) = paid_order().await;
+    s.accept(&id, &owner, 20).await;
+    let riders = s.riders(6).await;
+    let (name, rider) = s.rider_with_offer(&id, &riders).await;
+    let take = act(format!("/api/rider/offers/{id}/accept"), &rider, json!({}));
+    let decline = act(format!("/api/rider/offers/{id}/decline"), &rider, json!({}));
+    let [(c1, b1), (c2, b2)] = race(&s, take, decline).await;
+    assert_eq!((c1, c2), (200, 409), "accept: {b1}; decline: {b2}");
+    let o = s.wait_status(&id, &customer, "RIDER_ASSIGNED").await;
+    assert_eq!(statuses(&o), ["PAID", "ACCEPTED", "RIDER_ASSIGNED"]);
+    assert_eq!(o["rider"]["id"], name.as_str());
+    let (_, mine) = s.get("/api/rider/deliveries", &rider).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_money(&s, &id, false);
+}
+
+#[tokio::test]
+async fn a_rider_declining_and_accepting_at_once_declines_and_the_offer_moves_on() {
+    let (s, id, customer, owner) = paid_order().await;
+    s.accept(&id, &owner, 20).await;
+    let riders = s.riders(6).await;
+    let (name, rider) = s.rider_with_offer(&id, &riders).await;
+    let decline = act(format!("/api/rider/offers/{id}/decline"), &rider, json!({}));
+    let take = act(format!("/api/rider/offers/{id}/accept"), &rider, json!({}));
+    let [(c1, b1), (c2, b2)] = race(&s, decline, take).await;
+    assert_eq!((c1, c2), (200, 409), "decline: {b1}; accept: {b2}");
+    // The next nearest rider gets it; the one who declined never does.
+    let others: Vec<_> = riders.iter().filter(|(n, _)| *n != name).cloned().collect();
+    let (next, _) = s.rider_with_offer(&id, &others).await;
+    assert_ne!(next, name);
+    let (_, mine) = s.get("/api/rider/deliveries", &rider).await;
+    assert_eq!(mine, json!([]));
+    let o = s.wait_status(&id, &customer, "ACCEPTED").await;
+    assert_eq!(statuses(&o), ["PAID", "ACCEPTED"]);
+}
+
+#[tokio::test]
+async fn pickup_sent_twice_and_complete_sent_twice_each_apply_once() {
+    let (s, id, customer, owner) = paid_order().await;
+    s.accept(&id, &owner, 20).await;
+    let riders = s.riders(6).await;
+    let (_, rider) = s.rider_with_offer(&id, &riders).await;
+    for path in [
+        format!("/api/rider/offers/{id}/accept"),
+        format!("/api/shop/orders/{id}/ready"),
+    ] {
+        let token = if path.contains("rider") {
+            &rider
+        } else {
+            &owner
+        };
+        let (code, body) = s.post(&path, token, json!({})).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    s.wait_status(&id, &customer, "DELIVERY_STARTED").await;
+    let pickup = || {
+        act(
+            format!("/api/rider/deliveries/{id}/pickup"),
+            &rider,
+            json!({}),
+        )
+    };
+    let [(c1, b1), (c2, b2)] = race(&s, pickup(), pickup()).await;
+    assert_eq!((c1, c2), (200, 409), "pickup: {b1}; again: {b2}");
+    assert_eq!(b1["status"], "PICKED_UP");
+    let complete = || {
+        act(
+            format!("/api/rider/deliveries/{id}/complete"),
+            &rider,
+            json!({}),
+        )
+    };
+    let [(c1, b1), (c2, b2)] = race(&s, complete(), complete()).await;
+    assert_eq!((c1, c2), (200, 409), "complete: {b1}; again: {b2}");
+    assert_eq!(b1["status"], "DELIVERED");
+    let o = s.wait_status(&id, &customer, "DELIVERED").await;
+    assert_eq!(
+        statuses(&o),
+        [
+            "PAID",
+            "ACCEPTED",
+            "RIDER_ASSIGNED",
+            "DELIVERY_STARTED",
+            "PICKED_UP",
+            "DELIVERED"
+        ]
+    );
+    s.wait_workflow_closed(&id).await;
+    assert_money(&s, &id, false);
+    // The rider is free again: nothing left assigned.
+    let (_, d) = s.get("/api/rider/deliveries", &rider).await;
+    assert!(
+        d.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "DELIVERED"),
+        "{d}"
+    );
+}
