@@ -166,6 +166,8 @@ impl Default for StackOptions {
         StackOptions {
             contexts: Context::ALL.to_vec(),
             env: vec![
+                // Tests run the reconciliation when they mean to (reconcile_now).
+                ("RECONCILE_INTERVAL", "1h".into()),
                 ("SHOP_ACCEPT_TIMEOUT", "30s".into()),
                 ("RIDER_OFFER_TIMEOUT", "20s".into()),
                 ("RIDER_SEARCH_TIMEOUT", "60s".into()),
@@ -637,6 +639,76 @@ impl Stack {
             )
             .fetch_history(Default::default());
         h.to_json().await.context("fetching history")
+    }
+
+    /// Workflow ids Temporal visibility lists for `query`.
+    pub async fn find_workflows(&self, query: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        let stream = self.temporal.list_workflows(
+            query.to_string(),
+            temporalio_client::WorkflowListOptions::default(),
+        );
+        let found: Vec<_> = stream.try_collect().await.unwrap();
+        found.iter().map(|w| w.id().to_string()).collect()
+    }
+
+    /// Waits until visibility lists workflow `wid` for `query` (it is eventually consistent).
+    pub async fn eventually_listed(&self, query: &str, wid: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.find_workflows(query).await.iter().any(|w| w == wid) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{wid} never listed by {query}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Cancels an order's workflow as an operator would (`temporal workflow cancel`).
+    pub async fn operator_cancel(&self, order_id: &str) {
+        self.temporal
+            .get_workflow_handle::<baedal_workflows::OrderFulfillment>(
+                baedal_workflows::workflow_id(order_id),
+            )
+            .cancel(
+                temporalio_client::WorkflowCancelOptions::builder()
+                    .reason("operator: customer called support")
+                    .build(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Runs the payment reconciliation now (a trigger of its schedule) and
+    /// returns its report.
+    pub async fn reconcile_now(&self) -> baedal_workflows::ReconcileReport {
+        use temporalio_client::schedules::ScheduleOverlapPolicy;
+        let schedule = self
+            .temporal
+            .get_schedule_handle(self.cfg.reconcile_schedule_id());
+        let runs = |d: &temporalio_client::schedules::ScheduleDescription| d.recent_actions();
+        let before = runs(&schedule.describe(Default::default()).await.unwrap()).len();
+        schedule
+            .trigger(ScheduleOverlapPolicy::AllowAll, Default::default())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = loop {
+            let recent = runs(&schedule.describe(Default::default()).await.unwrap());
+            if recent.len() > before {
+                break recent.last().unwrap().workflow_id.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the reconciliation never started"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        self.temporal
+            .get_workflow_handle::<baedal_workflows::PaymentReconciliation>(started)
+            .get_result(Default::default())
+            .await
+            .unwrap()
     }
 
     pub async fn wait_workflow_closed(&self, order_id: &str) {

@@ -2,28 +2,6 @@
 //! attributes the workflow keeps current, and the live query path.
 
 use baedal_tests::*;
-use futures::TryStreamExt;
-use std::time::{Duration, Instant};
-use temporalio_client::WorkflowListOptions;
-
-async fn find(s: &Stack, query: &str) -> Vec<String> {
-    let stream = s
-        .temporal
-        .list_workflows(query.to_string(), WorkflowListOptions::default());
-    let found: Vec<_> = stream.try_collect().await.unwrap();
-    found.iter().map(|w| w.id().to_string()).collect()
-}
-
-async fn eventually_found(s: &Stack, query: &str, wid: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if find(s, query).await.iter().any(|w| w == wid) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{wid} never listed by {query}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placed_order_is_listed_by_shop_and_status_in_temporal_visibility() {
@@ -32,20 +10,20 @@ async fn a_placed_order_is_listed_by_shop_and_status_in_temporal_visibility() {
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
     let wid = baedal_workflows::workflow_id(&id);
-    eventually_found(&s, "ShopId = 'shop1' AND OrderStatus = 'PAID'", &wid).await;
-    eventually_found(&s, "CustomerId = 'customer1'", &wid).await;
-    assert!(!find(&s, "ShopId = 'shop2'").await.contains(&wid));
+    s.eventually_listed("ShopId = 'shop1' AND OrderStatus = 'PAID'", &wid)
+        .await;
+    s.eventually_listed("CustomerId = 'customer1'", &wid).await;
+    assert!(!s.find_workflows("ShopId = 'shop2'").await.contains(&wid));
 
     s.accept(&id, &owner, 5).await;
     // "Every order stuck in ACCEPTED for one shop".
-    eventually_found(
-        &s,
+    s.eventually_listed(
         "ShopId = 'shop1' AND OrderStatus = 'ACCEPTED' AND ExecutionStatus = 'Running'",
         &wid,
     )
     .await;
     assert!(
-        !find(&s, "ShopId = 'shop1' AND OrderStatus = 'PAID'")
+        !s.find_workflows("ShopId = 'shop1' AND OrderStatus = 'PAID'")
             .await
             .contains(&wid)
     );
