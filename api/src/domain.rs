@@ -1,6 +1,11 @@
 //! Domain values that parse, not validate: once one exists it is valid.
 
 use crate::error::ApiError;
+use crate::orders::PlaceBody;
+use baedal_activities::Config;
+use baedal_activities::shop::{MenuItem, Shop};
+use baedal_workflows::{Address, LineItem, OrderRequest, ShopRef};
+use std::collections::HashSet;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatLon {
@@ -88,6 +93,107 @@ pub fn phone(value: &str) -> Result<String, ApiError> {
         Err(ApiError::unprocessable(
             "phone must be a phone number like 010-1234-5678",
         ))
+    }
+}
+
+/// An order that parsed: a known shop, distinct items of its own menu priced
+/// from that menu, an address on Earth, a phone number and a payment token.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    shop: Shop,
+    items: Vec<LineItem>,
+    total: i64,
+    address: Address,
+    phone: String,
+    payment_token: String,
+    body_hash: String,
+}
+
+impl PlaceOrder {
+    /// At most this many different items per order.
+    pub const MAX_ITEMS: usize = 50;
+
+    pub fn parse(body: &PlaceBody, shop: Shop, menu: &[MenuItem]) -> Result<Self, ApiError> {
+        if body.items.is_empty() {
+            return Err(ApiError::unprocessable("an order needs at least one item"));
+        }
+        if body.items.len() > Self::MAX_ITEMS {
+            return Err(ApiError::unprocessable(format!(
+                "at most {} different items per order",
+                Self::MAX_ITEMS
+            )));
+        }
+        let mut seen = HashSet::new();
+        let mut items = Vec::with_capacity(body.items.len());
+        for it in &body.items {
+            let q = Quantity::parse(it.quantity)?;
+            let m = menu.iter().find(|m| m.id == it.menu_id).ok_or_else(|| {
+                ApiError::unprocessable(format!(
+                    "menu item {} is not on {}'s menu",
+                    it.menu_id, shop.id
+                ))
+            })?;
+            if !seen.insert(&it.menu_id) {
+                return Err(ApiError::unprocessable(format!(
+                    "menu item {} is listed twice",
+                    it.menu_id
+                )));
+            }
+            items.push(LineItem {
+                menu_id: m.id.clone(),
+                name: m.name.clone(),
+                price: m.price,
+                quantity: q.get(),
+            });
+        }
+        let total = items.iter().map(|i| i.price * i64::from(i.quantity)).sum();
+        let at = LatLon::parse(body.address.lat, body.address.lon)?;
+        let address = Address {
+            text: text("address.text", &body.address.text, 500)?,
+            lat: at.lat,
+            lon: at.lon,
+        };
+        // What an Idempotency-Key is checked against: the body as the client sent it.
+        let canonical = serde_json::to_vec(body).map_err(anyhow::Error::from)?;
+        let body_hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &canonical)
+            .simple()
+            .to_string();
+        Ok(PlaceOrder {
+            items,
+            total,
+            address,
+            phone: phone(&body.phone)?,
+            payment_token: text("paymentToken", &body.payment_token, 200)?,
+            body_hash,
+            shop,
+        })
+    }
+
+    /// Tells a retry of this order (same hash) from another order reusing its key.
+    pub fn body_hash(&self) -> &str {
+        &self.body_hash
+    }
+
+    /// What the order's workflow starts from.
+    pub fn request(&self, order_id: &str, customer_id: &str, cfg: &Config) -> OrderRequest {
+        OrderRequest {
+            order_id: order_id.to_string(),
+            customer_id: customer_id.to_string(),
+            owner_id: self.shop.owner_id.clone(),
+            shop: ShopRef {
+                id: self.shop.id.clone(),
+                name: self.shop.name.clone(),
+                lat: self.shop.lat,
+                lon: self.shop.lon,
+            },
+            items: self.items.clone(),
+            total: self.total,
+            address: self.address.clone(),
+            phone: self.phone.clone(),
+            payment_token: self.payment_token.clone(),
+            timeouts: cfg.timeouts(),
+            queues: cfg.queues(),
+        }
     }
 }
 

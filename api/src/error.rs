@@ -50,9 +50,11 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, slug, title) = match &self {
+impl ApiError {
+    /// The answer's status and its problem+json body. Internal causes stay out
+    /// of the body (they are logged when the answer is sent).
+    pub fn problem(&self) -> (StatusCode, serde_json::Value) {
+        let (status, slug, title) = match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             ApiError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
@@ -102,9 +104,8 @@ impl IntoResponse for ApiError {
                 "Internal error",
             ),
         };
-        let detail = match &self {
-            ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "request failed");
+        let detail = match self {
+            ApiError::Internal(_) => {
                 "something went wrong on our side; it has been logged".to_string()
             }
             ApiError::Unauthorized(why) => why.clone(),
@@ -116,11 +117,27 @@ impl IntoResponse for ApiError {
             "status": status.as_u16(),
             "detail": detail,
         });
-        let mut resp = (status, body.to_string()).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        (status, body)
+    }
+}
+
+/// A problem+json answer with this status and body (as built by [`ApiError::problem`]).
+pub fn problem_response(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = ?e, "request failed");
+        }
+        let (status, body) = self.problem();
+        let mut resp = problem_response(status, body.to_string());
         let retry_after = match &self {
             ApiError::PaymentUnavailable(_, retry) => Some(retry.as_secs().max(1)),
             ApiError::Unavailable(_) => Some(2),

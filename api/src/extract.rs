@@ -1,11 +1,11 @@
 //! Extractors: JSON bodies that refuse unknown fields with a problem response,
-//! and the authenticated caller.
+//! the authenticated caller, and the optional `Idempotency-Key`.
 
 use crate::AppState;
 use crate::auth::{Claims, decode_token};
 use crate::error::ApiError;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -89,6 +89,115 @@ impl AuthUser {
             Err(ApiError::Forbidden(format!(
                 "this call is for the {role} role"
             )))
+        }
+    }
+}
+
+/// The optional `Idempotency-Key` header: 1..=200 visible ASCII characters
+/// (`!` to `~`). A handler that takes `Option<IdempotencyKey>` gets a valid key
+/// or none; anything else is refused with 400 before the handler runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const HEADER: &'static str = "Idempotency-Key";
+    pub const MAX_LEN: usize = 200;
+
+    pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+            return Err(ApiError::BadRequest(format!(
+                "{} must be 1..{} characters",
+                Self::HEADER,
+                Self::MAX_LEN
+            )));
+        }
+        if !raw.iter().all(u8::is_ascii_graphic) {
+            return Err(ApiError::BadRequest(format!(
+                "{} must be visible ASCII characters (no spaces)",
+                Self::HEADER
+            )));
+        }
+        // Only ASCII bytes are left, so this cannot fail.
+        Ok(IdempotencyKey(String::from_utf8_lossy(raw).into_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, ApiError> {
+        let mut values = parts.headers.get_all(Self::HEADER).iter();
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "send one {} header, not several",
+                Self::HEADER
+            )));
+        }
+        Self::parse(first.as_bytes()).map(Some)
+    }
+}
+
+/// Documents the header wherever a handler's `params(...)` lists `IdempotencyKey`.
+impl utoipa::IntoParams for IdempotencyKey {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        vec![
+            ParameterBuilder::new()
+                .name(Self::HEADER)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "1..200 visible ASCII characters chosen by the client (a UUID will do); \
+                     makes a retry safe. An action repeated with the same key answers its \
+                     first answer (same status and body), even after the order has finished; \
+                     an order placed again with the same key and body is the same order, \
+                     charged once. The same key for another order, action or body is `422`. \
+                     `500` and `503` answers are not kept: retry them with the same key.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(Self::MAX_LEN))
+                        .pattern(Some("^[!-~]+$")),
+                ))
+                .build(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_1_to_200_visible_ascii_characters() {
+        assert_eq!(IdempotencyKey::parse(b"a").unwrap().as_str(), "a");
+        let uuid = b"0b6f3c1e-6a0e-4c1b-9d4e-2f1a7c9b8e01";
+        assert!(IdempotencyKey::parse(uuid).is_ok());
+        assert!(IdempotencyKey::parse(&[b'k'; 200]).is_ok());
+        for bad in [
+            &b""[..],
+            &[b'k'; 201][..],
+            "주문".as_bytes(),
+            b"two words",
+            b"tab\there",
+            b"nul\0",
+        ] {
+            assert!(
+                matches!(IdempotencyKey::parse(bad), Err(ApiError::BadRequest(_))),
+                "{bad:?}"
+            );
         }
     }
 }

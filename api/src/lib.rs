@@ -2,6 +2,7 @@
 //! workflow (update-with-start, updates); reads come from each role's read
 //! model and never wait on a workflow.
 
+mod act;
 pub mod auth;
 pub mod domain;
 pub mod error;
@@ -281,28 +282,4 @@ pub(crate) fn temporal_unreachable(status: &temporalio_client::tonic::Status) ->
         tracing::warn!(%status, "Temporal unreachable");
     }
     unreachable
-}
-
-/// Maps a refused or failed workflow update to the HTTP answer.
-pub(crate) fn update_error(e: temporalio_client::errors::WorkflowUpdateError) -> ApiError {
-    use temporalio_client::errors::WorkflowUpdateError as E;
-    match e {
-        E::Failed(f) => ApiError::Conflict(f.message.clone()),
-        // The read model knew the order, so its workflow has finished.
-        E::NotFound(_) => ApiError::Conflict("the order is already finished".into()),
-        E::Rpc(s) if temporal_unreachable(&s) => ApiError::Unavailable(
-            "the order service is unreachable; nothing was changed, please try again shortly"
-                .into(),
-        ),
-        other => ApiError::Internal(anyhow::anyhow!("workflow update failed: {other}")),
-    }
-}
-
-/// An action's answer in wire form.
-pub(crate) fn action_json(r: &baedal_workflows::ActionResult) -> Value {
-    json!({
-        "status": r.status,
-        "readyAt": r.ready_at.map(baedal_activities::time::rfc3339),
-        "refund": r.refund,
-    })
 }

@@ -46,6 +46,11 @@ does not allow is `409`. Placing an order answers `402` when the payment is decl
 with `Retry-After` while the payment gateway is failing, slow or its circuit breaker is open; \
 nothing is charged in either case. Internal failures are `500`, with the cause logged, not sent.
 
+**Retries.** Placing an order and every action on one take an optional `Idempotency-Key` \
+header (1..200 visible ASCII characters; a malformed one is `400`). A repeat with the same key \
+answers the first answer: the same order, charged once; the same action's status and body, even \
+after the order has finished. The same key for another order, action or body is `422`.
+
 All amounts are integer KRW; all times are RFC 3339 UTC.";
 
 #[derive(OpenApi)]
@@ -203,7 +208,8 @@ problem_responses! {
     Conflict => "Not allowed in the order's current state (e.g. already accepted, offer expired or taken).";
     PayloadTooLarge => "The body is over 64 KiB.";
     UnsupportedMediaType => "The body is not sent as `Content-Type: application/json`.";
-    Unprocessable => "The body has the wrong shape, unknown fields or values out of range.";
+    Unprocessable => "The body has the wrong shape, unknown fields or values out of range; or the \
+        `Idempotency-Key` was already used for another order, action or body.";
     PaymentUnavailable => "The payment gateway is failing or slow, or its circuit breaker is open; \
         nothing was charged, pay again after `Retry-After` seconds.",
         header "Retry-After": "Seconds to wait before paying again.";
@@ -237,17 +243,20 @@ fn refusals(
 }
 
 /// The refusals every action on an order shares (cancel, accept, reject, ready,
-/// the rider's offer and delivery steps): 401, 403, 404, 409, 503, 500, each a
+/// the rider's offer and delivery steps): 400 (a bad `Idempotency-Key`), 401,
+/// 403, 404, 409, 422 (the key used for another request), 503, 500, each a
 /// reference to the shared problem response above.
 pub struct ActionRefusals;
 
 impl utoipa::IntoResponses for ActionRefusals {
     fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
         refusals(&[
+            ("400", "BadRequest"),
             ("401", "Unauthorized"),
             ("403", "Forbidden"),
             ("404", "NotFound"),
             ("409", "Conflict"),
+            ("422", "Unprocessable"),
             ("500", "Internal"),
             ("503", "Unavailable"),
         ])
@@ -311,11 +320,29 @@ pub struct Rider {
     pub distance_m: i64,
 }
 
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RefundStatus {
-    Pending,
-    Refunded,
+/// Where a refund stands. Listed from the workflow's own enum, like [`OrderStatus`].
+#[derive(Serialize)]
+pub struct RefundStatus(pub baedal_workflows::RefundStatus);
+
+impl utoipa::PartialSchema for RefundStatus {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some(
+                "`PENDING` until the gateway refunds, then `REFUNDED`; `FAILED` when the gateway \
+                 refused the refund for good and an operator must act.",
+            ))
+            .enum_values(Some(
+                baedal_workflows::RefundStatus::ALL.map(baedal_workflows::RefundStatus::as_str),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for RefundStatus {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "RefundStatus".into()
+    }
 }
 
 /// The refund of a rejected or cancelled order.
@@ -355,8 +382,9 @@ pub struct OrderInfo {
     /// Null unless the order was rejected or cancelled after payment.
     #[schema(required)]
     pub refund: Option<Refund>,
-    /// Why it was rejected or cancelled: the owner's text, `SHOP_TIMEOUT`, `NO_RIDER` or
-    /// `CUSTOMER_CANCELLED`; null otherwise.
+    /// Why it was rejected or cancelled: the owner's text, `SHOP_TIMEOUT`, `NO_RIDER`,
+    /// `CUSTOMER_CANCELLED` or `OPERATOR_CANCELLED` (its workflow was cancelled in
+    /// Temporal); null otherwise.
     #[schema(required)]
     pub reason: Option<String>,
     /// Every status change, oldest first.
@@ -651,7 +679,7 @@ mod tests {
                 status: wf::RefundStatus::Pending,
             }),
         };
-        assert_matches(&doc, "ActionResult", &crate::action_json(&r));
+        assert_matches(&doc, "ActionResult", &crate::act::action_json(&r));
     }
 
     #[test]
@@ -675,7 +703,7 @@ mod tests {
             .collect();
         assert_eq!(documented, wire);
 
-        let refund: Vec<Value> = [wf::RefundStatus::Pending, wf::RefundStatus::Refunded]
+        let refund: Vec<Value> = wf::RefundStatus::ALL
             .iter()
             .map(|s| serde_json::to_value(s).unwrap())
             .collect();

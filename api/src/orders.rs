@@ -1,31 +1,30 @@
 //! Customer calls: place (update-with-start), read, follow (SSE), cancel.
 
-use crate::domain::{LatLon, Quantity, phone, text};
+use crate::act::{Action, Answer, act};
+use crate::domain::PlaceOrder;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, Body};
-use crate::{AppState, action_json, temporal_unreachable, update_error};
+use crate::extract::{AuthUser, Body, IdempotencyKey};
+use crate::{AppState, temporal_unreachable};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use baedal_activities::order::keys::{self, Placement};
 use baedal_activities::payment::breaker::Admission;
 use baedal_activities::{order, shop};
-use baedal_workflows::{
-    Address, LineItem, OrderFulfillment, OrderRequest, OrderStatus, PlaceOutcome, ShopRef,
-    workflow_id,
-};
+use baedal_workflows::{OrderFulfillment, OrderRequest, OrderStatus, PlaceOutcome, workflow_id};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
-use temporalio_client::errors::WorkflowUpdateWithStartError;
+use temporalio_client::errors::{WorkflowUpdateError, WorkflowUpdateWithStartError};
 use temporalio_client::{
-    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
-    WorkflowQueryOptions, WorkflowUpdateWithStartOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
+    WorkflowUpdateWithStartOptions,
 };
+use tokio::time::timeout;
 use utoipa::ToSchema;
 
 /// An order to place and pay. Prices are never sent: the server prices the
@@ -34,40 +33,40 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PlaceBody {
     #[schema(example = "shop-1")]
-    shop_id: String,
+    pub(crate) shop_id: String,
     /// Distinct menu items of that shop.
     #[schema(min_items = 1, max_items = 50)]
-    items: Vec<ItemBody>,
-    address: AddressBody,
+    pub(crate) items: Vec<ItemBody>,
+    pub(crate) address: AddressBody,
     #[schema(
         example = "010-1234-5678",
         min_length = 7,
         max_length = 20,
         pattern = r"^[0-9+\- ]+$"
     )]
-    phone: String,
+    pub(crate) phone: String,
     /// The payment method's token (simulator: `tok_ok` approves, `tok_declined` declines).
     #[schema(example = "tok_ok", min_length = 1, max_length = 200)]
-    payment_token: String,
+    pub(crate) payment_token: String,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ItemBody {
-    menu_id: String,
+pub(crate) struct ItemBody {
+    pub(crate) menu_id: String,
     #[schema(minimum = 1, maximum = 99)]
-    quantity: i64,
+    pub(crate) quantity: i64,
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddressBody {
+pub(crate) struct AddressBody {
     #[schema(min_length = 1, max_length = 500, example = "서울시 강남구 테헤란로 1")]
-    text: String,
+    pub(crate) text: String,
     #[schema(minimum = -90, maximum = 90, example = 37.5)]
-    lat: f64,
+    pub(crate) lat: f64,
     #[schema(minimum = -180, maximum = 180, example = 127.03)]
-    lon: f64,
+    pub(crate) lon: f64,
 }
 
 /// Place and pay for an order
@@ -78,11 +77,12 @@ struct AddressBody {
     operation_id = "placeOrder",
     description = "Validates the order, prices it from the shop's menu and pays for it in the same \
                    request: the order exists (`201`, status `PAID`) only once the payment is approved. \
-                   A repeat with the same `Idempotency-Key` and body answers the same order, charged once; \
-                   the same key with another body is `422`. `503` (with `Retry-After`) also answers \
-                   while the order service itself is unreachable.",
+                   A repeat with the same `Idempotency-Key` and body answers the same order, charged once, \
+                   even while the payment breaker refuses new orders; a repeat of an attempt that was not \
+                   established (`402`, `503`) pays again. The same key with another body is `422`. `503` \
+                   (with `Retry-After`) also answers while the order service itself is unreachable.",
     request_body = PlaceBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1..200 visible ASCII characters; makes retries safe")),
+    params(IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 201, description = "Paid and placed", body = crate::openapi::OrderInfo,
@@ -98,114 +98,143 @@ struct AddressBody {
 pub async fn place(
     State(st): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
+    key: Option<IdempotencyKey>,
     Body(body): Body<PlaceBody>,
-) -> ApiResult<Response> {
+) -> ApiResult<Placed> {
     let customer = user.require("customer")?.sub.clone();
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(|s| s.trim().to_string()))
-        .transpose()
-        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(ApiError::BadRequest(
-            "Idempotency-Key must be 1..200 characters".into(),
-        ));
-    }
-
     // Parse everything before anything is written or charged.
     let shop = shop::find_shop(&st.dbs.shop, &body.shop_id)
         .await?
         .ok_or_else(|| ApiError::unprocessable(format!("unknown shop {}", body.shop_id)))?;
-    if body.items.is_empty() {
-        return Err(ApiError::unprocessable("an order needs at least one item"));
-    }
-    if body.items.len() > 50 {
-        return Err(ApiError::unprocessable(
-            "at most 50 different items per order",
-        ));
-    }
     let menu = shop::menu(&st.dbs.shop, &shop.id).await?;
-    let mut seen = HashSet::new();
-    let mut items = Vec::with_capacity(body.items.len());
-    for it in &body.items {
-        let q = Quantity::parse(it.quantity)?;
-        let m = menu.iter().find(|m| m.id == it.menu_id).ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "menu item {} is not on {}'s menu",
-                it.menu_id, shop.id
-            ))
-        })?;
-        if !seen.insert(&it.menu_id) {
-            return Err(ApiError::unprocessable(format!(
-                "menu item {} is listed twice",
-                it.menu_id
-            )));
-        }
-        items.push(LineItem {
-            menu_id: m.id.clone(),
-            name: m.name.clone(),
-            price: m.price,
-            quantity: q.get(),
-        });
-    }
-    let total: i64 = items.iter().map(|i| i.price * i64::from(i.quantity)).sum();
-    let at = LatLon::parse(body.address.lat, body.address.lon)?;
-    let address = Address {
-        text: text("address.text", &body.address.text, 500)?,
-        lat: at.lat,
-        lon: at.lon,
-    };
-    let phone = phone(&body.phone)?;
-    let token = text("paymentToken", &body.payment_token, 200)?;
+    let order = PlaceOrder::parse(&body, shop, &menu)?;
 
-    // A struggling gateway is not called at all while the breaker is open.
-    if let Admission::Refused { retry_after } = st.breaker.admit().await? {
-        return Err(ApiError::PaymentUnavailable(
+    let order_id = match &key {
+        None => {
+            admit(&st).await?;
+            new_order_id()
+        }
+        Some(key) => match order_for_key(&st, &customer, key, &order).await? {
+            Keyed::Placed(order_id, outcome) => return Ok(Placed { order_id, outcome }),
+            Keyed::Place(order_id) => order_id,
+        },
+    };
+    let outcome = start_order(&st, order.request(&order_id, &customer, &st.cfg)).await?;
+    Ok(Placed { order_id, outcome })
+}
+
+/// Placing is the workflow's `place` update, under this id in every attempt
+/// on one order id: a retry joins the first instead of paying again.
+const PLACE_UPDATE_ID: &str = "place";
+
+/// How long to wait on an earlier attempt: far beyond a payment (bounded by
+/// `PAYMENT_TIMEOUT_MS`); only a Temporal that hangs reaches it.
+const PLACE_DEADLINE: Duration = Duration::from_secs(15);
+
+fn new_order_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A struggling gateway is not called at all while the breaker is open.
+async fn admit(st: &AppState) -> ApiResult<()> {
+    match st.breaker.admit().await? {
+        Admission::Refused { retry_after } => Err(ApiError::PaymentUnavailable(
             "the payment gateway is struggling; nothing was charged, please pay again shortly"
                 .into(),
             retry_after,
-        ));
+        )),
+        _ => Ok(()),
     }
+}
 
-    let fresh_id = uuid::Uuid::new_v4().simple().to_string();
-    let order_id = match &key {
-        None => fresh_id,
-        Some(k) => {
-            let canonical = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
-            let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &canonical)
-                .simple()
-                .to_string();
-            match order::claim_key(&st.dbs.order, &customer, k, &hash, &fresh_id).await? {
-                order::Placement::New => fresh_id,
-                order::Placement::Existing(id) => id,
-                order::Placement::Conflict => {
-                    return Err(ApiError::unprocessable(
-                        "this Idempotency-Key was already used for a different order",
-                    ));
-                }
+/// Where a placement with an `Idempotency-Key` goes.
+enum Keyed {
+    /// The key's order is established: its answer, whatever the breaker says.
+    Placed(String, PlaceOutcome),
+    /// Place (or join) the order under this id; the breaker has let it through.
+    Place(String),
+}
+
+/// The key is looked up before the breaker is asked: a retry of a paid order
+/// gets its order even while new orders are refused.
+async fn order_for_key(
+    st: &AppState,
+    customer: &str,
+    key: &IdempotencyKey,
+    order: &PlaceOrder,
+) -> ApiResult<Keyed> {
+    let db = &st.dbs.order;
+    let key = key.as_str();
+    let reused = || {
+        ApiError::unprocessable(format!(
+            "this {} was already used for a different order",
+            IdempotencyKey::HEADER
+        ))
+    };
+    match keys::find_placement(db, customer, key, order.body_hash()).await? {
+        Placement::Conflict => Err(reused()),
+        Placement::Existing(id) => match earlier_outcome(st, &id).await? {
+            Some(outcome @ PlaceOutcome::Paid { .. }) => Ok(Keyed::Placed(id, outcome)),
+            // Declined or unavailable: not established, so the retry really
+            // retries, as a new order (the attempt's workflow keeps its own end).
+            // Of two retries racing, one moves the key and both place that order.
+            Some(_) => {
+                admit(st).await?;
+                let moved = keys::move_placement(db, customer, key, &id, &new_order_id()).await?;
+                Ok(Keyed::Place(moved))
+            }
+            // The attempt never reached Temporal: place it now, under its id.
+            None => {
+                admit(st).await?;
+                Ok(Keyed::Place(id))
+            }
+        },
+        Placement::New => {
+            admit(st).await?;
+            let fresh = new_order_id();
+            match keys::claim_key(db, customer, key, order.body_hash(), &fresh).await? {
+                Placement::New => Ok(Keyed::Place(fresh)),
+                // A retry racing the first attempt joins its order.
+                Placement::Existing(id) => Ok(Keyed::Place(id)),
+                Placement::Conflict => Err(reused()),
             }
         }
-    };
+    }
+}
 
-    let req = OrderRequest {
-        order_id: order_id.clone(),
-        customer_id: customer,
-        owner_id: shop.owner_id.clone(),
-        shop: ShopRef {
-            id: shop.id.clone(),
-            name: shop.name.clone(),
-            lat: shop.lat,
-            lon: shop.lon,
-        },
-        items,
-        total,
-        address,
-        phone,
-        payment_token: token,
-        timeouts: st.cfg.timeouts(),
-        queues: st.cfg.queues(),
-    };
+/// How an earlier attempt under this order id ended, waiting for it if it is
+/// still paying; `None` if it never reached Temporal.
+async fn earlier_outcome(st: &AppState, order_id: &str) -> ApiResult<Option<PlaceOutcome>> {
+    let handle = st
+        .temporal
+        .get_workflow_handle::<OrderFulfillment>(workflow_id(order_id));
+    let place = handle.get_update_handle(OrderFulfillment::place, PLACE_UPDATE_ID);
+    // Paying takes at most the payment timeout; this bounds a Temporal that hangs.
+    match timeout(PLACE_DEADLINE, place.get_result(Default::default())).await {
+        Ok(Ok(outcome)) => Ok(Some(outcome)),
+        Ok(Err(WorkflowUpdateError::NotFound(_))) => Ok(None),
+        Ok(Err(WorkflowUpdateError::Rpc(s))) if temporal_unreachable(&s) => {
+            Err(order_unreachable())
+        }
+        Err(_) => Err(order_unreachable()),
+        Ok(Err(e)) => Err(ApiError::Internal(anyhow::anyhow!(
+            "reading how order {order_id} was placed: {e}"
+        ))),
+    }
+}
+
+fn order_unreachable() -> ApiError {
+    ApiError::Unavailable(
+        "the order service did not answer; retry with the same Idempotency-Key to get \
+         the same order, charged at most once"
+            .into(),
+    )
+}
+
+/// Starts the order's workflow and pays (update-with-start), or joins the
+/// attempt already under this id; answers once the payment outcome is known.
+async fn start_order(st: &AppState, req: OrderRequest) -> ApiResult<PlaceOutcome> {
+    let order_id = req.order_id.clone();
     let options = WorkflowUpdateWithStartOptions::new(
         st.cfg.workflow_queue(),
         workflow_id(&order_id),
@@ -213,7 +242,7 @@ pub async fn place(
         WorkflowIdConflictPolicy::UseExisting,
     )
     .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-    .update_id("place".to_string())
+    .update_id(PLACE_UPDATE_ID.to_string())
     .static_summary(format!("order {order_id}"))
     .build();
     let outcome = st
@@ -226,61 +255,25 @@ pub async fn place(
             options,
         )
         .await;
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) if unreachable_during_place(&e) => {
-            return Err(ApiError::Unavailable(
-                "the order service did not answer; retry with the same Idempotency-Key to get \
-                 the same order, charged at most once"
-                    .into(),
-            ));
-        }
-        Err(e) => {
-            // The order's workflow already finished (a late retry of a key): answer
-            // with what it decided.
-            let handle = st
-                .temporal
-                .get_workflow_handle::<OrderFulfillment>(workflow_id(&order_id));
-            match handle
-                .get_update_handle(OrderFulfillment::place, "place")
-                .get_result(Default::default())
-                .await
-            {
-                Ok(o) => o,
-                Err(_) => {
-                    return Err(ApiError::Internal(anyhow::anyhow!(
-                        "placing order {order_id}: {e}"
-                    )));
-                }
-            }
-        }
-    };
     match outcome {
-        PlaceOutcome::Paid { order } => {
-            let body = order::order_info(&order);
-            Ok((
-                StatusCode::CREATED,
-                [(header::LOCATION, format!("/api/orders/{order_id}"))],
-                Json(body),
-            )
-                .into_response())
-        }
-        PlaceOutcome::Declined { message } => Err(ApiError::PaymentDeclined(format!(
-            "{message}; nothing was charged"
-        ))),
-        PlaceOutcome::Unavailable { message } => {
-            tracing::warn!(%order_id, %message, "payment unavailable");
-            Err(ApiError::PaymentUnavailable(
-                "the payment did not go through in time; the order was not placed, please pay again shortly".into(),
-                Duration::from_secs(2),
-            ))
+        Ok(o) => Ok(o),
+        Err(e) if unreachable_during_place(&e) => Err(order_unreachable()),
+        Err(e) => {
+            // The order's workflow already finished (a late retry of a key):
+            // answer with what it decided.
+            match earlier_outcome(st, &order_id).await {
+                Ok(Some(o)) => Ok(o),
+                _ => Err(ApiError::Internal(anyhow::anyhow!(
+                    "placing order {order_id}: {e}"
+                ))),
+            }
         }
     }
 }
 
 /// Whether update-with-start failed because Temporal did not answer.
 fn unreachable_during_place(e: &WorkflowUpdateWithStartError) -> bool {
-    use temporalio_client::errors::{WorkflowStartError, WorkflowUpdateError};
+    use temporalio_client::errors::WorkflowStartError;
     match e {
         WorkflowUpdateWithStartError::Rpc(s)
         | WorkflowUpdateWithStartError::Start(WorkflowStartError::Rpc(s))
@@ -288,6 +281,40 @@ fn unreachable_during_place(e: &WorkflowUpdateWithStartError) -> bool {
             temporal_unreachable(s)
         }
         _ => false,
+    }
+}
+
+/// A placement's answer: 201 with the order once paid; 402 declined; 503
+/// when the payment did not go through in time (nothing established).
+pub struct Placed {
+    order_id: String,
+    outcome: PlaceOutcome,
+}
+
+impl IntoResponse for Placed {
+    fn into_response(self) -> Response {
+        let Placed { order_id, outcome } = self;
+        match outcome {
+            PlaceOutcome::Paid { order } => (
+                StatusCode::CREATED,
+                [(header::LOCATION, format!("/api/orders/{order_id}"))],
+                Json(order::order_info(&order)),
+            )
+                .into_response(),
+            PlaceOutcome::Declined { message } => {
+                ApiError::PaymentDeclined(format!("{message}; nothing was charged")).into_response()
+            }
+            PlaceOutcome::Unavailable { message } => {
+                tracing::warn!(%order_id, %message, "payment unavailable");
+                ApiError::PaymentUnavailable(
+                    "the payment did not go through in time; the order was not placed, please \
+                     pay again shortly"
+                        .into(),
+                    Duration::from_secs(2),
+                )
+                .into_response()
+            }
+        }
     }
 }
 
@@ -397,7 +424,7 @@ pub async fn live(
     operation_id = "cancelOrder",
     description = "Cancels an order the shop has not accepted yet and refunds it. After acceptance \
                    (or once finished) it is `409`.",
-    params(("id" = String, Path, description = "The order's id")),
+    params(("id" = String, Path, description = "The order's id"), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Cancelled (`status: CANCELLED`, with the refund)", body = crate::openapi::ActionResult),
@@ -408,20 +435,23 @@ pub async fn cancel(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    own_order(&st, &user, &id).await?;
-    let handle = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id));
-    let r = handle
-        .execute_update(
-            OrderFulfillment::cancel,
-            (),
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
+    key: Option<IdempotencyKey>,
+) -> ApiResult<Answer> {
+    let me = user.require("customer")?;
+    let action = Action {
+        order_id: &id,
+        caller: &me.sub,
+        name: "cancel",
+        key,
+    };
+    act(
+        &st,
+        action,
+        own_order(&st, &user, &id),
+        OrderFulfillment::cancel,
+        (),
+    )
+    .await
 }
 
 /// One event per status change, each carrying the OrderInfo (with that event's

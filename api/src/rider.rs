@@ -1,17 +1,17 @@
 //! Rider calls: location and availability, offers, deliveries.
 
+use crate::AppState;
+use crate::act::{Action, Answer, act};
 use crate::domain::LatLon;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, Body};
-use crate::{AppState, action_json, update_error};
+use crate::extract::{AuthUser, Body, IdempotencyKey};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baedal_activities::delivery;
-use baedal_workflows::{OrderFulfillment, RiderAction, workflow_id};
+use baedal_workflows::{OrderFulfillment, RiderAction};
 use serde::Deserialize;
 use serde_json::Value;
-use temporalio_client::WorkflowExecuteUpdateOptions;
 
 /// Where the rider is and whether they take offers.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -94,14 +94,22 @@ pub async fn deliveries(State(st): State<AppState>, user: AuthUser) -> ApiResult
     ))
 }
 
-async fn live_offer(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<String> {
-    let me = user.require("rider")?.sub.clone();
-    if !delivery::has_live_offer(&st.dbs.delivery, &me, id).await? {
+/// The caller holds a live offer of this order (409 otherwise: expired or taken).
+async fn live_offer(st: &AppState, rider: &str, id: &str) -> ApiResult<()> {
+    if !delivery::has_live_offer(&st.dbs.delivery, rider, id).await? {
         return Err(ApiError::Conflict(
             "no live offer of this order for you (expired or taken)".into(),
         ));
     }
-    Ok(me)
+    Ok(())
+}
+
+/// The delivery is the caller's (404 otherwise).
+async fn own_delivery(st: &AppState, rider: &str, id: &str) -> ApiResult<()> {
+    match delivery::find_delivery(&st.dbs.delivery, id).await? {
+        Some((r, _)) if r == rider => Ok(()),
+        _ => Err(ApiError::not_found("delivery")),
+    }
 }
 
 /// Accept an offer
@@ -111,7 +119,7 @@ async fn live_offer(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Strin
     tag = "rider",
     operation_id = "acceptOffer",
     description = "Takes the delivery: the caller is assigned and sees it in their deliveries. `409` when the offer expired or was taken.",
-    params(("orderId" = String, Path, description = "The offered order's id")),
+    params(("orderId" = String, Path, description = "The offered order's id"), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Assigned (`status: RIDER_ASSIGNED` or later)", body = crate::openapi::ActionResult),
@@ -122,19 +130,25 @@ pub async fn accept(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let me = live_offer(&st, &user, &id).await?;
-    let r = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(
-            OrderFulfillment::rider_accept,
-            RiderAction { rider_id: me },
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
+    key: Option<IdempotencyKey>,
+) -> ApiResult<Answer> {
+    let me = user.require("rider")?.sub.clone();
+    let action = Action {
+        order_id: &id,
+        caller: &me,
+        name: "offer.accept",
+        key,
+    };
+    act(
+        &st,
+        action,
+        live_offer(&st, &me, &id),
+        OrderFulfillment::rider_accept,
+        RiderAction {
+            rider_id: me.clone(),
+        },
+    )
+    .await
 }
 
 /// Decline an offer
@@ -144,7 +158,7 @@ pub async fn accept(
     tag = "rider",
     operation_id = "declineOffer",
     description = "Passes on the offer; it goes to the next nearest rider who has not declined it. `409` when the offer expired or was taken.",
-    params(("orderId" = String, Path, description = "The offered order's id")),
+    params(("orderId" = String, Path, description = "The offered order's id"), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Declined; the order's status afterwards", body = crate::openapi::ActionResult),
@@ -155,28 +169,25 @@ pub async fn decline(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let me = live_offer(&st, &user, &id).await?;
-    let r = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(
-            OrderFulfillment::rider_decline,
-            RiderAction { rider_id: me },
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
-}
-
-/// The delivery, if it is the caller's (404 otherwise).
-async fn own_delivery(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<String> {
+    key: Option<IdempotencyKey>,
+) -> ApiResult<Answer> {
     let me = user.require("rider")?.sub.clone();
-    match delivery::find_delivery(&st.dbs.delivery, id).await? {
-        Some((rider, _)) if rider == me => Ok(me),
-        _ => Err(ApiError::not_found("delivery")),
-    }
+    let action = Action {
+        order_id: &id,
+        caller: &me,
+        name: "offer.decline",
+        key,
+    };
+    act(
+        &st,
+        action,
+        live_offer(&st, &me, &id),
+        OrderFulfillment::rider_decline,
+        RiderAction {
+            rider_id: me.clone(),
+        },
+    )
+    .await
 }
 
 /// Report pickup
@@ -186,7 +197,7 @@ async fn own_delivery(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<Str
     tag = "rider",
     operation_id = "pickUpDelivery",
     description = "The caller picked the food up (`DELIVERY_STARTED` to `PICKED_UP`). `409` in any other state.",
-    params(("orderId" = String, Path, description = "The delivered order's id")),
+    params(("orderId" = String, Path, description = "The delivered order's id"), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Picked up (`status: PICKED_UP`)", body = crate::openapi::ActionResult),
@@ -197,19 +208,25 @@ pub async fn pickup(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let me = own_delivery(&st, &user, &id).await?;
-    let r = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(
-            OrderFulfillment::pickup,
-            RiderAction { rider_id: me },
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
+    key: Option<IdempotencyKey>,
+) -> ApiResult<Answer> {
+    let me = user.require("rider")?.sub.clone();
+    let action = Action {
+        order_id: &id,
+        caller: &me,
+        name: "pickup",
+        key,
+    };
+    act(
+        &st,
+        action,
+        own_delivery(&st, &me, &id),
+        OrderFulfillment::pickup,
+        RiderAction {
+            rider_id: me.clone(),
+        },
+    )
+    .await
 }
 
 /// Report delivery
@@ -219,7 +236,7 @@ pub async fn pickup(
     tag = "rider",
     operation_id = "completeDelivery",
     description = "The caller delivered the order (`PICKED_UP` to `DELIVERED`). `409` in any other state.",
-    params(("orderId" = String, Path, description = "The delivered order's id")),
+    params(("orderId" = String, Path, description = "The delivered order's id"), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Delivered (`status: DELIVERED`)", body = crate::openapi::ActionResult),
@@ -230,17 +247,23 @@ pub async fn complete(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let me = own_delivery(&st, &user, &id).await?;
-    let r = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(
-            OrderFulfillment::complete,
-            RiderAction { rider_id: me },
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
+    key: Option<IdempotencyKey>,
+) -> ApiResult<Answer> {
+    let me = user.require("rider")?.sub.clone();
+    let action = Action {
+        order_id: &id,
+        caller: &me,
+        name: "complete",
+        key,
+    };
+    act(
+        &st,
+        action,
+        own_delivery(&st, &me, &id),
+        OrderFulfillment::complete,
+        RiderAction {
+            rider_id: me.clone(),
+        },
+    )
+    .await
 }

@@ -1,16 +1,16 @@
 //! Owner calls: the shop's orders, accept with a cooking time, reject, ready.
 
+use crate::AppState;
+use crate::act::{Action, Answer, act};
 use crate::domain::{CookMinutes, text};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, Body};
-use crate::{AppState, action_json, update_error};
+use crate::extract::{AuthUser, Body, IdempotencyKey};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use baedal_activities::shop;
-use baedal_workflows::{AcceptOrder, OrderFulfillment, OrderStatus, RejectOrder, workflow_id};
+use baedal_workflows::{AcceptOrder, OrderFulfillment, OrderStatus, RejectOrder};
 use serde::Deserialize;
 use serde_json::Value;
-use temporalio_client::WorkflowExecuteUpdateOptions;
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -62,8 +62,7 @@ pub async fn list(
 }
 
 /// The order, if it belongs to the caller's shop (404 otherwise: never another's data).
-async fn own_order(st: &AppState, user: &AuthUser, id: &str) -> ApiResult<()> {
-    let shop_id = my_shop(user)?;
+async fn own_order(st: &AppState, shop_id: &str, id: &str) -> ApiResult<()> {
     match shop::find_order(&st.dbs.shop, id).await? {
         Some((s, _)) if s == shop_id => Ok(()),
         _ => Err(ApiError::not_found("order")),
@@ -87,7 +86,7 @@ pub struct AcceptBody {
     operation_id = "acceptOrder",
     description = "Accepts a `PAID` order of the caller's shop with a cooking time; a rider is then \
                    sought. Any other state is `409`.",
-    params(("id" = String, Path, description = "The order's id")),
+    params(("id" = String, Path, description = "The order's id"), IdempotencyKey),
     request_body = AcceptBody,
     security(("bearerAuth" = [])),
     responses(
@@ -100,23 +99,28 @@ pub async fn accept(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    key: Option<IdempotencyKey>,
     Body(b): Body<AcceptBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Answer> {
+    let shop_id = my_shop(&user)?;
     let minutes = CookMinutes::parse(b.cook_minutes)?;
-    own_order(&st, &user, &id).await?;
-    let r = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(
-            OrderFulfillment::accept,
-            AcceptOrder {
-                cook_minutes: minutes.get(),
-            },
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
+    let action = Action {
+        order_id: &id,
+        caller: &user.0.sub,
+        name: "accept",
+        key,
+    };
+    let input = AcceptOrder {
+        cook_minutes: minutes.get(),
+    };
+    act(
+        &st,
+        action,
+        own_order(&st, &shop_id, &id),
+        OrderFulfillment::accept,
+        input,
+    )
+    .await
 }
 
 /// Why the shop refuses the order.
@@ -136,7 +140,7 @@ pub struct RejectBody {
     operation_id = "rejectOrder",
     description = "Rejects a `PAID` order of the caller's shop; the customer is refunded. Any other \
                    state is `409`.",
-    params(("id" = String, Path, description = "The order's id")),
+    params(("id" = String, Path, description = "The order's id"), IdempotencyKey),
     request_body = RejectBody,
     security(("bearerAuth" = [])),
     responses(
@@ -149,21 +153,25 @@ pub async fn reject(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    key: Option<IdempotencyKey>,
     Body(b): Body<RejectBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Answer> {
+    let shop_id = my_shop(&user)?;
     let reason = text("reason", &b.reason, 500)?;
-    own_order(&st, &user, &id).await?;
-    let r = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(
-            OrderFulfillment::reject,
-            RejectOrder { reason },
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
+    let action = Action {
+        order_id: &id,
+        caller: &user.0.sub,
+        name: "reject",
+        key,
+    };
+    act(
+        &st,
+        action,
+        own_order(&st, &shop_id, &id),
+        OrderFulfillment::reject,
+        RejectOrder { reason },
+    )
+    .await
 }
 
 /// Mark the food ready
@@ -174,7 +182,7 @@ pub async fn reject(
     operation_id = "markOrderReady",
     description = "Marks an accepted order's food ready before `readyAt`; delivery can then start \
                    as soon as a rider is assigned. `409` when the order's state does not allow it.",
-    params(("id" = String, Path, description = "The order's id")),
+    params(("id" = String, Path, description = "The order's id"), IdempotencyKey),
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "Marked ready; the order's status afterwards", body = crate::openapi::ActionResult),
@@ -185,17 +193,21 @@ pub async fn ready(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    own_order(&st, &user, &id).await?;
-    let r = st
-        .temporal
-        .get_workflow_handle::<OrderFulfillment>(workflow_id(&id))
-        .execute_update(
-            OrderFulfillment::mark_ready,
-            (),
-            WorkflowExecuteUpdateOptions::default(),
-        )
-        .await
-        .map_err(update_error)?;
-    Ok(Json(action_json(&r)))
+    key: Option<IdempotencyKey>,
+) -> ApiResult<Answer> {
+    let shop_id = my_shop(&user)?;
+    let action = Action {
+        order_id: &id,
+        caller: &user.0.sub,
+        name: "ready",
+        key,
+    };
+    act(
+        &st,
+        action,
+        own_order(&st, &shop_id, &id),
+        OrderFulfillment::mark_ready,
+        (),
+    )
+    .await
 }

@@ -459,6 +459,54 @@ fn every_operation_is_fully_described() {
     }
 }
 
+/// Placing an order and every action on one (SPEC section 3).
+const KEYED: &[(&str, &str)] = &[
+    ("POST", "/api/orders"),
+    ("POST", "/api/orders/{id}/cancel"),
+    ("POST", "/api/shop/orders/{id}/accept"),
+    ("POST", "/api/shop/orders/{id}/reject"),
+    ("POST", "/api/shop/orders/{id}/ready"),
+    ("POST", "/api/rider/offers/{orderId}/accept"),
+    ("POST", "/api/rider/offers/{orderId}/decline"),
+    ("POST", "/api/rider/deliveries/{orderId}/pickup"),
+    ("POST", "/api/rider/deliveries/{orderId}/complete"),
+];
+
+#[test]
+fn placing_and_every_action_document_the_idempotency_key() {
+    let doc = doc();
+    for (method, path) in KEYED {
+        let op = operation(&doc, method, path);
+        let what = format!("{method} {path}");
+        let key = op["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"))
+            .unwrap_or_else(|| panic!("{what}: documents Idempotency-Key"));
+        assert_eq!(key["in"], "header", "{what}");
+        assert_eq!(key["required"], false, "{what}");
+        assert_eq!(key["schema"]["minLength"], 1, "{what}");
+        assert_eq!(key["schema"]["maxLength"], 200, "{what}");
+        // A malformed key is 400; a key reused for another request is 422.
+        for (code, name) in [("400", "BadRequest"), ("422", "Unprocessable")] {
+            assert_eq!(
+                op["responses"][code]["$ref"],
+                format!("#/components/responses/{name}"),
+                "{what} {code}"
+            );
+        }
+    }
+    let unprocessable = doc["components"]["responses"]["Unprocessable"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(unprocessable.contains("Idempotency-Key"), "{unprocessable}");
+    // No other operation takes the header.
+    let keyed = doc
+        .to_string()
+        .matches("\"name\":\"Idempotency-Key\"")
+        .count();
+    assert_eq!(keyed, KEYED.len());
+}
+
 #[tokio::test]
 async fn docs_viewer_is_served_without_any_network() {
     let app = app().await;

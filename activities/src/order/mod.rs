@@ -1,8 +1,14 @@
-//! Order context: the customer's read model (OrderInfo) and placement keys.
-//! Its activity runs as a local activity beside the workflow it serves.
+//! Order context: the customer's read model (OrderInfo) and the callers'
+//! idempotency keys ([`keys`]). Its activity runs as a local activity beside
+//! the workflow it serves.
+
+pub mod keys;
+pub use keys::{ActionKey, KeyedAction, Placement};
+
+pub mod reconcile;
 
 use crate::db::Db;
-use crate::time::{now_ms, rfc3339};
+use crate::time::rfc3339;
 use baedal_workflows::OrderSnapshot;
 use baedal_workflows::activities::def;
 use serde_json::json;
@@ -54,52 +60,6 @@ pub async fn find(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, ser
             .await?;
     row.map(|(c, d)| Ok((c, serde_json::from_str(&d)?)))
         .transpose()
-}
-
-pub enum Placement {
-    /// First use of this key: place the order under this id.
-    New,
-    /// The key was used before with the same body: the same order.
-    Existing(String),
-    /// The key was used before with another body.
-    Conflict,
-}
-
-/// Claims an idempotency key for a placement (atomic: the first claim wins).
-pub async fn claim_key(
-    db: &Db,
-    customer_id: &str,
-    key: &str,
-    body_hash: &str,
-    order_id: &str,
-) -> anyhow::Result<Placement> {
-    let inserted = sqlx::query(
-        "INSERT INTO placements (customer_id, idempotency_key, body_hash, order_id, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
-    )
-    .bind(customer_id)
-    .bind(key)
-    .bind(body_hash)
-    .bind(order_id)
-    .bind(now_ms())
-    .execute(db)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Placement::New);
-    }
-    let (hash, existing): (String, String) = sqlx::query_as(
-        "SELECT body_hash, order_id FROM placements WHERE customer_id = $1 AND idempotency_key = $2",
-    )
-    .bind(customer_id)
-    .bind(key)
-    .fetch_one(db)
-    .await?;
-    Ok(if hash == body_hash {
-        Placement::Existing(existing)
-    } else {
-        Placement::Conflict
-    })
 }
 
 pub struct OrderContext {
