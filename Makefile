@@ -1,4 +1,4 @@
-.PHONY: up test bench fmt lint record-histories clean-data
+.PHONY: up test bench chaos fmt lint record-histories clean-data
 
 up:            ## build and run everything (web on :8080, Temporal Web UI on :8233)
 	bash scripts/up.sh
@@ -9,6 +9,9 @@ test:          ## every test: unit, end-to-end, replay, browser, benchmark smoke
 bench:         ## the benchmark (figures in BENCHMARKS.md)
 	bash scripts/bench.sh
 
+chaos:         ## 200 orders while the worker, API and Temporal crash; checks money, read models, notifications (RELIABILITY.md)
+	bash scripts/chaos.sh
+
 fmt:
 	cargo fmt --all
 
@@ -16,7 +19,7 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 record-histories:  ## re-record tests/histories/*.json from real runs
-	RECORD_HISTORIES=1 TEMPORAL_BIN=$${TEMPORAL_BIN:-$$(command -v temporal)} cargo test -p baedal-tests --test order_flow --test saga_paths
+	RECORD_HISTORIES=1 TEMPORAL_BIN=$${TEMPORAL_BIN:-$$(command -v temporal)} cargo test -p baedal-tests --test order_flow --test saga_paths --test races --test operator
 
 clean-data:
 	rm -rf ./data

@@ -179,6 +179,9 @@ impl Default for StackOptions {
     }
 }
 
+/// A worker thread and the sender that tells it to stop.
+type RunningWorker = (oneshot::Sender<()>, std::thread::JoinHandle<()>);
+
 pub struct Stack {
     pub base: String,
     pub http: reqwest::Client,
@@ -187,7 +190,7 @@ pub struct Stack {
     pub cfg: Config,
     pub temporal: temporalio_client::Client,
     _dir: tempfile::TempDir,
-    workers: Mutex<HashMap<String, (oneshot::Sender<()>, std::thread::JoinHandle<()>)>>,
+    workers: Mutex<HashMap<String, RunningWorker>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 

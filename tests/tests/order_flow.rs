@@ -236,5 +236,15 @@ async fn happy_path_reaches_delivered_with_the_exact_history() {
     assert_eq!(charges[0].refunded, 0);
 
     s.wait_workflow_closed(&id).await;
+    // Every timer lost its race (the owner accepted, the rider took the offer,
+    // the food was marked ready) and was cancelled, so none fires later.
+    let history = String::from_utf8(s.history_json(&id).await.unwrap()).unwrap();
+    let started = history.matches("TimerStartedEventAttributes").count();
+    assert_eq!(started, 3, "shop acceptance, readyAt, rider offer");
+    assert_eq!(
+        history.matches("TimerCanceledEventAttributes").count(),
+        started
+    );
+    assert_eq!(history.matches("TimerFiredEventAttributes").count(), 0);
     record_history(&s, &id, "happy_path").await;
 }

@@ -16,20 +16,21 @@ fn replayer() -> WorkflowReplayer {
     .unwrap()
 }
 
+/// Recordings of today's code sit in tests/histories/; those of orders started
+/// before the `serial-actions-operator-cancel` patch in before_serial_actions/.
+/// Names are relative to tests/histories/.
 fn recorded() -> Vec<(String, Vec<u8>)> {
-    let dir = format!("{}/histories", env!("CARGO_MANIFEST_DIR"));
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().to_string(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
+    let root = format!("{}/histories", env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for sub in ["", "before_serial_actions/"] {
+        for entry in std::fs::read_dir(format!("{root}/{sub}")).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let name = format!("{sub}{}", p.file_name().unwrap().to_string_lossy());
+                out.push((name, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
     out.sort();
     out
 }
@@ -38,14 +39,23 @@ fn recorded() -> Vec<(String, Vec<u8>)> {
 async fn every_recorded_history_replays_against_todays_workflow() {
     let histories = recorded();
     let names: Vec<_> = histories.iter().map(|(n, _)| n.as_str()).collect();
-    for path in [
+    let paths = [
         "happy_path.json",
         "cancelled.json",
         "rejected.json",
         "shop_timeout.json",
         "no_rider.json",
-    ] {
-        assert!(names.contains(&path), "missing recorded history {path}");
+    ];
+    let old = paths.map(|p| format!("before_serial_actions/{p}"));
+    let new = paths
+        .into_iter()
+        .chain(["operator_cancelled.json", "race_cancel_accept.json"])
+        .map(String::from);
+    for path in old.into_iter().chain(new) {
+        assert!(
+            names.contains(&path.as_str()),
+            "missing recorded history {path}"
+        );
     }
     let r = replayer();
     for (name, bytes) in histories {
@@ -58,11 +68,37 @@ async fn every_recorded_history_replays_against_todays_workflow() {
 
 /// The guard can fail: a history whose first activity was a different one does
 /// not match the code's decisions.
+/// The patch guard can fail too: today's recording whose patch marker names
+/// another patch is an old order's history that the code would not have produced.
+#[tokio::test]
+async fn a_recording_without_its_patch_marker_fails_replay() {
+    let (_, bytes) = recorded()
+        .into_iter()
+        .find(|(n, _)| n == "happy_path.json")
+        .unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    // The marker's data is the JSON {"id":"<patch>","deprecated":false}, base64-encoded.
+    let ours = r#"{"id":"serial-actions-operator-cancel","deprecated":false}"#;
+    let other = r#"{"id":"some-other-change-entirely","deprecated":false}"#;
+    let (ours, other) = (base64(ours.as_bytes()), base64(other.as_bytes()));
+    assert!(
+        text.contains(&ours),
+        "today's recording carries the patch marker"
+    );
+    let h = WorkflowHistory::from_json(text.replace(&ours, &other).as_bytes()).unwrap();
+    assert!(replayer().replay_workflow(h).await.is_err());
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 #[tokio::test]
 async fn a_history_the_code_would_not_produce_fails_replay() {
     let (_, bytes) = recorded()
         .into_iter()
-        .find(|(n, _)| n == "happy_path.json")
+        .find(|(n, _)| n == "before_serial_actions/happy_path.json")
         .unwrap();
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.contains("payment.charge"));
