@@ -192,7 +192,8 @@ async fn health(State(st): State<AppState>) -> ApiResult<axum::Json<Value>> {
     path = "/metrics",
     tag = "operator",
     operation_id = "metrics",
-    description = "Counters an operator watches: the payment breaker's state and refusals. \
+    description = "Counters an operator watches: the payment breaker's state and refusals, and \
+                   the refunds the gateway refused for good (each needs an operator). \
                    Served without a token.",
     responses(
         (status = 200, description = "The breaker's state and counters", body = openapi::Metrics),
@@ -207,7 +208,10 @@ async fn metrics(State(st): State<AppState>) -> ApiResult<axum::Json<Value>> {
             "refused": m.refused.load(Ordering::Relaxed),
             "opened": m.opened.load(Ordering::Relaxed),
             "closed": m.closed.load(Ordering::Relaxed),
-        }
+        },
+        "refunds": {
+            "failed": payment::refunds_awaiting_operator(&st.dbs.payment).await?,
+        },
     })))
 }
 

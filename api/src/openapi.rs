@@ -69,7 +69,7 @@ All amounts are integer KRW; all times are RFC 3339 UTC.";
         schemas(
             Problem, OrderStatus, OrderInfo, OrderDtl, DeliveryInfo, Offer, Notification, Shop,
             MenuItem, LoginResponse, ActionResult, LineItem, Address, Rider, Refund, RefundStatus,
-            HistoryEntry, Health, Metrics, BreakerMetrics,
+            HistoryEntry, Health, Metrics, BreakerMetrics, RefundMetrics,
         ),
         responses(
             BadRequest, Unauthorized, PaymentDeclined, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -517,6 +517,15 @@ pub struct Health {
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     pub payment_breaker: BreakerMetrics,
+    pub refunds: RefundMetrics,
+}
+
+/// Refunds as the payment ledger holds them.
+#[derive(Serialize, ToSchema)]
+pub struct RefundMetrics {
+    /// Refunds the gateway refused for good (`refund.status: FAILED`), each
+    /// waiting for an operator; shared by every process.
+    pub failed: i64,
 }
 
 /// The payment gateway's circuit breaker.

@@ -458,6 +458,31 @@ impl Stack {
             .await
     }
 
+    /// An action as a careful client sends it: with an `Idempotency-Key`, and
+    /// again with the same key after a 503 (Temporal busy or restarting), as its
+    /// `Retry-After` asks. Any other answer is returned.
+    pub async fn act(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let key = uuid::Uuid::new_v4().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self
+                .http
+                .post(self.url(path))
+                .bearer_auth(token)
+                .header("Idempotency-Key", &key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let b = r.json::<Value>().await.unwrap_or(Value::Null);
+            if code != 503 || Instant::now() > deadline {
+                return (code, b);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Places an order and expects it established (201); returns the order id.
     pub async fn place(&self, customer_token: &str) -> String {
         let (s, b) = self
@@ -545,7 +570,7 @@ impl Stack {
     pub async fn accept(&self, order_id: &str, owner_token: &str, cook_minutes: u32) -> Value {
         self.owner_sees(order_id, owner_token).await;
         let (code, body) = self
-            .post(
+            .act(
                 &format!("/api/shop/orders/{order_id}/accept"),
                 owner_token,
                 json!({ "cookMinutes": cook_minutes }),
@@ -618,7 +643,7 @@ impl Stack {
                 rider_token,
             ),
         ] {
-            let (code, body) = self.post(&path, token, json!({})).await;
+            let (code, body) = self.act(&path, token, json!({})).await;
             assert_eq!(code, 200, "{path}: {body}");
         }
     }

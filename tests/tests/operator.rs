@@ -275,6 +275,7 @@ async fn a_refund_the_gateway_refuses_for_good_answers_and_leaves_the_order_to_a
     // Tried once, never again, and the breaker stays closed for everyone else.
     let (_, m) = s.get("/api/metrics", &customer).await;
     assert_eq!(m["paymentBreaker"]["state"], "closed", "{m}");
+    assert_eq!(m["refunds"]["failed"], 1, "{m}");
     s.wait_workflow_closed(&id).await;
     s.sim.fail_refunds_with(None);
     let other = s.place(&customer).await;

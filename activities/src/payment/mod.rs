@@ -461,3 +461,12 @@ impl PaymentContext {
 
 #[cfg(test)]
 mod tests;
+
+/// Refunds the gateway refused for good, each waiting for an operator (the
+/// metrics endpoint shows it; shared by every process, unlike the counters).
+pub async fn refunds_awaiting_operator(db: &Db) -> anyhow::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM refund_failures")
+        .fetch_one(db)
+        .await?;
+    Ok(n)
+}
