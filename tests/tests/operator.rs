@@ -199,6 +199,8 @@ async fn the_reconciliation_refunds_a_terminated_paid_order_once_and_leaves_live
  {
     let mut opts = StackOptions::default();
     opts.env.push(("RECONCILE_MIN_AGE", "0s".into()));
+    // The gateway fails refunds for a while below; keep the breaker out of it.
+    opts.env.push(("PAYMENT_BREAKER_FAILURES", "1000".into()));
     let s = spawn_stack_with(opts).await;
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
@@ -234,6 +236,13 @@ async fn the_reconciliation_refunds_a_terminated_paid_order_once_and_leaves_live
         .await
         .unwrap();
     assert_eq!(s.sim.charges_of(&terminated)[0].refund_count, 0);
+
+    // A gateway that cannot refund right now: reported, left for the next run.
+    s.sim.fail_refunds_with(Some(503));
+    let report = s.reconcile_now().await;
+    assert_eq!(report.retry_later, vec![terminated.clone()], "{report:?}");
+    assert!(report.refunded.is_empty(), "{report:?}");
+    s.sim.fail_refunds_with(None);
 
     let report = s.reconcile_now().await;
     assert_eq!(report.refunded, vec![terminated.clone()], "{report:?}");

@@ -363,4 +363,8 @@ pub struct ReconcileReport {
     pub refunded: Vec<String>,
     /// Orders whose refund the gateway refused for good: an operator must act.
     pub failed: Vec<String>,
+    /// Orders whose refund could not get through this time (gateway down, breaker
+    /// open): the next run tries again.
+    #[serde(default)]
+    pub retry_later: Vec<String>,
 }

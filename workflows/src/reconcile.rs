@@ -87,12 +87,19 @@ impl PaymentReconciliation {
                                 payment_id: charge.payment_id,
                                 amount: charge.amount,
                             },
-                            options(&queues.payment, "refund a charge no order settles"),
+                            // Short: a gateway that is down now is tried on the next run.
+                            options_within(
+                                &queues.payment,
+                                "refund a charge no order settles",
+                                Duration::from_secs(15),
+                            ),
                         )
-                        .await?;
+                        .await;
                     match refunded {
-                        RefundOutcome::Refunded => report.refunded.push(charge.order_id),
-                        RefundOutcome::Refused { .. } => report.failed.push(charge.order_id),
+                        Ok(RefundOutcome::Refunded) => report.refunded.push(charge.order_id),
+                        Ok(RefundOutcome::Refused { .. }) => report.failed.push(charge.order_id),
+                        // One unreachable refund does not stop the others.
+                        Err(_) => report.retry_later.push(charge.order_id),
                     }
                 }
             }
@@ -101,9 +108,13 @@ impl PaymentReconciliation {
     }
 }
 
-/// The next run retries what this one could not reach; a run stays bounded.
+/// Bounded, so a run ends; the next run retries what this one could not reach.
 fn options(queue: &str, summary: &str) -> ActivityOptions {
-    ActivityOptions::with_schedule_to_close_timeout(Duration::from_secs(120))
+    options_within(queue, summary, Duration::from_secs(120))
+}
+
+fn options_within(queue: &str, summary: &str, within: Duration) -> ActivityOptions {
+    ActivityOptions::with_schedule_to_close_timeout(within)
         .task_queue(queue.to_string())
         .summary(summary.to_string())
         .retry_policy(
