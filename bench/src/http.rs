@@ -7,9 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a call answered: status and JSON body (`Null` when the body is not JSON).
+/// The benchmark reads status and body; the chaos run (src/chaos) the rest too.
+#[allow(dead_code)]
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// `Retry-After` in seconds, when the answer carries one.
+    pub retry_after: Option<Duration>,
+    /// The next page of a list (`Link: <…>; rel="next"`), as a path.
+    pub next_page: Option<String>,
+    /// No answer within the client's timeout (status 0).
+    pub timed_out: bool,
 }
 
 impl Answer {
@@ -27,10 +35,15 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, rec: Arc<Recorder>) -> anyhow::Result<Self> {
+        // No call may hang the run; the slowest legitimate one (a login's
+        // password hash, a place under load) is far below this.
+        Self::with_timeout(base, rec, Duration::from_secs(30))
+    }
+
+    /// A client whose calls give up after `timeout` without an answer.
+    pub fn with_timeout(base: &str, rec: Arc<Recorder>, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            // No call may hang the run; the slowest legitimate one (a login's
-            // password hash, a place under load) is far below this.
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(256)
             .no_proxy()
@@ -56,9 +69,25 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
+        self.send(kind, method, path, token, body, &[]).await
+    }
+
+    /// [`Api::call`] with extra request headers (e.g. `Idempotency-Key`).
+    pub async fn send(
+        &self,
+        kind: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -67,17 +96,40 @@ impl Api {
         let answer = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let body = resp
-                    .bytes()
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or(Value::Null);
-                Answer { status, body }
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let retry_after = header("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let next_page = header("link").and_then(|l| next_link(&l));
+                match resp.bytes().await {
+                    Ok(b) => Answer {
+                        status,
+                        body: serde_json::from_slice(&b).unwrap_or(Value::Null),
+                        retry_after,
+                        next_page,
+                        timed_out: false,
+                    },
+                    // The status came but the body did not: no answer.
+                    Err(e) => Answer {
+                        status: 0,
+                        body: Value::String(e.to_string()),
+                        retry_after: None,
+                        next_page: None,
+                        timed_out: e.is_timeout(),
+                    },
+                }
             }
             Err(e) => Answer {
                 status: 0,
                 body: Value::String(e.to_string()),
+                retry_after: None,
+                next_page: None,
+                timed_out: e.is_timeout(),
             },
         };
         if answer.ok() {
@@ -121,5 +173,41 @@ impl Api {
         let status = resp.status().as_u16();
         let body = resp.json::<Value>().await.unwrap_or(Value::Null);
         Ok((status, body))
+    }
+}
+
+/// The `rel="next"` target of a `Link` header, as a path on the same server.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"");
+        let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        // An absolute URL keeps only its path and query.
+        let path = match url.find("://") {
+            Some(i) => &url[url[i + 3..].find('/').map_or(url.len(), |j| i + 3 + j)..],
+            None => url,
+        };
+        (is_next && !path.is_empty()).then(|| path.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_link;
+
+    #[test]
+    fn finds_the_next_page_of_a_link_header() {
+        assert_eq!(
+            next_link(r#"</api/orders?limit=50&cursor=abc>; rel="next""#).as_deref(),
+            Some("/api/orders?limit=50&cursor=abc")
+        );
+        assert_eq!(
+            next_link(r#"<http://127.0.0.1:1/api/x?cursor=1>; rel="next", </api/x>; rel="first""#)
+                .as_deref(),
+            Some("/api/x?cursor=1")
+        );
+        assert_eq!(next_link(r#"</api/x>; rel="prev""#), None);
     }
 }

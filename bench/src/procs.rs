@@ -91,6 +91,21 @@ impl CpuSnapshot {
     }
 }
 
+/// `root` and every process descended from it, parents first (the chaos run
+/// kills a process with whatever it started).
+#[allow(dead_code)]
+pub fn process_tree(root: u32) -> Vec<u32> {
+    tree(&process_table(), root)
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
+#[allow(dead_code)]
+pub fn running(pid: u32) -> bool {
+    stat_fields(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -171,6 +186,8 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_ticks(me).is_some());
         assert!(vm_hwm_kb(me).unwrap() > 0);
+        assert!(running(me));
+        assert_eq!(process_tree(me)[0], me);
         let w = Watched::parse(&format!("self={me}")).unwrap();
         assert!(w.dead().is_empty());
         assert!(w.peak_rss_mb()["self"] > 0.0);
