@@ -30,7 +30,9 @@ ensure_temporal() {
   "$TEMPORAL_BIN" --version >&2
 }
 
-# start_temporal_dev <db-file|-> <port> <ui-port> [headless]: exports TEMPORAL_ADDRESS.
+# start_temporal_dev <db-file|-> <port> <ui-port> [headless]: exports TEMPORAL_ADDRESS;
+# the server's pid is the last of PIDS. With a file, waits until no earlier server
+# has it open, and starts again if the server still finds it locked (SQLITE_BUSY).
 start_temporal_dev() {
   local db=$1 port=$2 ui=$3 headless=${4:-}
   local args=(server start-dev --ip 127.0.0.1 --port "$port" --ui-port "$ui" --log-level warn
@@ -40,15 +42,45 @@ start_temporal_dev() {
   [ "$db" != "-" ] && args+=(--db-filename "$db")
   [ -n "$headless" ] && args+=(--headless)
   mkdir -p data
-  "$TEMPORAL_BIN" "${args[@]}" >data/temporal.log 2>&1 &
-  PIDS+=($!)
   export TEMPORAL_ADDRESS="127.0.0.1:$port"
-  local deadline=$((SECONDS + 60))
-  until "$TEMPORAL_BIN" operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null 2>&1; do
-    if [ $SECONDS -ge $deadline ]; then log "Temporal did not become healthy; see data/temporal.log"; return 1; fi
+  if temporal_healthy; then
+    log "something already answers on $TEMPORAL_ADDRESS (an earlier run's Temporal?); stop it first"
+    return 1
+  fi
+  local attempt pid
+  for attempt in 1 2 3 4 5; do
+    if [ "$db" != "-" ]; then wait_file_free "$db" 60 || return 1; fi
+    spawn "$TEMPORAL_BIN" "${args[@]}" >data/temporal.log 2>&1
+    pid=$SPAWNED
+    if wait_temporal "$pid" 60; then
+      log "Temporal dev server on $TEMPORAL_ADDRESS"
+      return 0
+    fi
+    if running "$pid" || ! grep -qiE 'database is locked|SQLITE_BUSY' data/temporal.log; then
+      log "Temporal did not become healthy; see data/temporal.log"
+      return 1
+    fi
+    forget_pid "$pid"
+    log "Temporal found $db locked (attempt $attempt); starting it again"
+    sleep "$attempt"
+  done
+  log "Temporal kept finding $db locked; see data/temporal.log"
+  return 1
+}
+
+temporal_healthy() {
+  "$TEMPORAL_BIN" operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null 2>&1
+}
+
+# wait_temporal <pid> <seconds>: until the server answers; fails at once if it exits.
+wait_temporal() {
+  local pid=$1 deadline=$((SECONDS + $2))
+  until temporal_healthy; do
+    running "$pid" || return 1
+    [ $SECONDS -lt $deadline ] || return 1
     sleep 0.3
   done
-  log "Temporal dev server on $TEMPORAL_ADDRESS"
+  running "$pid"
 }
 
 # start_stack <bin-dir>: the payment gateway simulator on PAYSIM_ADDR (unless
@@ -60,15 +92,15 @@ start_stack() {
   PAYSIM_PID=
   if [ -z "${PAYMENT_GATEWAY_URL:-}" ]; then
     export PAYSIM_ADDR=${PAYSIM_ADDR:-127.0.0.1:8090}
-    "$bin/baedal-paysim" & PIDS+=($!); PAYSIM_PID=$!
+    spawn "$bin/baedal-paysim"; PAYSIM_PID=$SPAWNED
     export PAYMENT_GATEWAY_URL="http://$PAYSIM_ADDR"
     wait_http "$PAYMENT_GATEWAY_URL/health"
   fi
   export HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:8080}
-  "$bin/baedal-api" & PIDS+=($!); API_PID=$!
+  spawn "$bin/baedal-api"; API_PID=$SPAWNED
   wait_http "http://$HTTP_ADDR/api/health"
-  "$bin/baedal-worker" --context "${BAEDAL_CONTEXTS:-order,payment,shop,delivery,notification}" &
-  PIDS+=($!); WORKER_PID=$!
+  spawn "$bin/baedal-worker" --context "${BAEDAL_CONTEXTS:-order,payment,shop,delivery,notification}"
+  WORKER_PID=$SPAWNED
 }
 
 # wait_http <url> [seconds]: polls until the URL answers 2xx.
@@ -103,9 +135,112 @@ ensure_wrk() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 }
 
+# spawn <program> [args...]: starts one of the stack's processes in the background.
+# Sets SPAWNED, appends to PIDS, and records "pid program" in PID_FILE when set,
+# so a later run can stop what a killed run left behind. The processes stay in
+# the script's process group: a Ctrl-C, or anything that kills the group, reaches
+# them all at once.
+spawn() {
+  "$@" 9>&- &
+  SPAWNED=$!
+  PIDS+=("$SPAWNED")
+  if [ -n "${PID_FILE:-}" ]; then echo "$SPAWNED $(basename "$1")" >>"$PID_FILE"; fi
+  return 0
+}
+
+forget_pid() {
+  local kept=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+  PIDS=(${kept[@]+"${kept[@]}"})
+}
+
+# running <pid>: the process is alive (a zombie is not).
+running() {
+  ps -o stat= -p "$1" 2>/dev/null | grep -qv '^ *Z'
+}
+
+# tree <pid>: the process and all its descendants.
+tree() {
+  local child
+  echo "$1"
+  for child in $(pgrep -P "$1" 2>/dev/null || true); do tree "$child"; done
+}
+
+# stop_pids <pid>...: SIGTERM to each process and to everything it started, then
+# waits until all of them are gone; what still runs after STOP_GRACE_S (default
+# 20) is killed.
+stop_pids() {
+  local pid all=() left grace=${STOP_GRACE_S:-20} killed=0
+  local deadline=$((SECONDS + grace))
+  for pid in "$@"; do all+=($(tree "$pid")); done
+  for pid in "${all[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  while :; do
+    left=()
+    for pid in "${all[@]}"; do if running "$pid"; then left+=("$pid"); fi; done
+    [ ${#left[@]} -eq 0 ] && break
+    if [ $SECONDS -ge $deadline ]; then
+      if [ $killed = 1 ]; then log "could not stop pids ${left[*]}"; break; fi
+      log "still running after ${grace}s, killing pids ${left[*]}"
+      for pid in "${left[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+      killed=1 deadline=$((SECONDS + 5))
+    fi
+    sleep 0.1
+  done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# stop_all: stops every process in PIDS and waits until each is gone.
 stop_all() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # A second Ctrl-C must not cut the waiting short: the next run needs the
+  # ports and data/temporal.db free.
+  trap '' INT TERM HUP
+  if [ ${#PIDS[@]} -gt 0 ]; then stop_pids "${PIDS[@]}"; fi
   PIDS=()
+}
+
+# stop_leftovers <pid-file>: stops what an earlier run recorded there and left
+# running (it was killed before it could stop them), and waits until they are gone.
+stop_leftovers() {
+  local file=$1 pid name found=()
+  [ -f "$file" ] || return 0
+  while read -r pid name; do
+    [ -n "${pid:-}" ] || continue
+    # Only our own programs: by now the pid may belong to something else.
+    if running "$pid" && ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$name"; then
+      found+=("$pid")
+    fi
+  done <"$file"
+  if [ ${#found[@]} -gt 0 ]; then
+    log "stopping what an earlier run left running (pids ${found[*]})"
+    stop_pids "${found[@]}"
+  fi
+  rm -f "$file"
+}
+
+# file_busy <file>: some process has the SQLite file or its journal open.
+file_busy() {
+  local f
+  for f in "$1" "$1-journal" "$1-wal" "$1-shm"; do
+    [ -e "$f" ] || continue
+    if command -v fuser >/dev/null; then
+      fuser -s "$f" 2>/dev/null && return 0
+    elif command -v lsof >/dev/null; then
+      lsof -t -- "$f" >/dev/null 2>&1 && return 0
+    fi
+  done
+  return 1
+}
+
+# wait_file_free <file> <seconds>: until no process has it open.
+wait_file_free() {
+  local deadline=$((SECONDS + $2))
+  file_busy "$1" || return 0
+  log "waiting for the process that has $1 open to exit"
+  while file_busy "$1"; do
+    if [ $SECONDS -ge $deadline ]; then
+      log "$1 is still open (pids:$(fuser "$1" 2>/dev/null || true)); stop that process first"
+      return 1
+    fi
+    sleep 0.2
+  done
 }

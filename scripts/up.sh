@@ -1,16 +1,49 @@
 #!/usr/bin/env bash
 # Runs everything on this machine: Temporal dev server (unless TEMPORAL_ADDRESS is
 # given), the payment gateway simulator (unless PAYMENT_GATEWAY_URL is given), the
-# workers of BAEDAL_CONTEXTS and the API with the web pages. Ctrl-C stops it all.
+# workers of BAEDAL_CONTEXTS and the API with the web pages. Ctrl-C stops it all
+# and returns once every process has exited, so `make up` can start again at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-trap stop_all EXIT
-trap 'exit 130' INT TERM
 
 mkdir -p data
+# What this run started, one "pid program" a line: if the run is killed before it
+# can stop them, the next run stops them (stop_leftovers).
+PID_FILE=data/up.pids
+
+stop_up() {
+  trap '' INT TERM HUP
+  # The API and the worker first, then the Temporal server they talk to.
+  local apps=() pid
+  for pid in "${API_PID:-}" "${WORKER_PID:-}" "${PAYSIM_PID:-}"; do
+    if [ -n "$pid" ]; then apps+=("$pid"); fi
+  done
+  if [ ${#apps[@]} -gt 0 ]; then stop_pids "${apps[@]}"; fi
+  stop_all
+  if [ "$holds_lock" = 1 ]; then rm -f "$PID_FILE"; fi
+}
+holds_lock=0
+trap stop_up EXIT
+trap 'exit 130' INT TERM HUP
+
+# One run at a time on ./data. A run that is still stopping holds the lock until
+# its processes are gone; the processes themselves never hold it (spawn closes
+# it), so a run killed outright frees it and leaves the rest to stop_leftovers.
+exec 9>data/up.lock
+if command -v flock >/dev/null && ! flock -n 9; then
+  log "waiting for the previous run to stop"
+  if ! flock -w 60 9; then
+    log "another 'make up' is running on ./data (pids: $(tr '\n' ' ' <"$PID_FILE" 2>/dev/null)); stop it first"
+    exit 1
+  fi
+fi
+holds_lock=1
+stop_leftovers "$PID_FILE"
+
 log "building (release)"
-cargo build --release --bins
+# Only what runs here: the benchmark and chaos tools have their own scripts.
+cargo build --release --bin baedal-api --bin baedal-worker --bin baedal-paysim
 ensure_temporal
 
 temporal_ui="(external Temporal at ${TEMPORAL_ADDRESS:-}: see its own Web UI)"
@@ -31,5 +64,7 @@ cat >&2 <<MSG
   Ctrl-C stops everything.
 
 MSG
-wait -n "${PIDS[@]}"
-log "a process exited; stopping the rest"
+status=0
+wait -n "${PIDS[@]}" || status=$?
+log "a process exited (status $status); stopping the rest"
+exit $((status == 0 ? 1 : status))
