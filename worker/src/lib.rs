@@ -43,7 +43,11 @@ pub async fn run(
         let options = match context {
             Context::Order => {
                 let db = db::open(&cfg.database, name, &order::MIGRATOR).await?;
-                ensure_reconciliation_schedule(&cfg, &client).await?;
+                // The schedule is the operators' safety net, not the order path:
+                // a server that will not take it now must not keep orders waiting.
+                if let Err(e) = ensure_reconciliation_schedule(&cfg, &client).await {
+                    tracing::warn!(error = %format!("{e:#}"), "payment reconciliation not scheduled");
+                }
                 WorkerOptions::new(cfg.workflow_queue())
                     .register_workflow::<OrderFulfillment>()?
                     .register_workflow::<PaymentReconciliation>()?
