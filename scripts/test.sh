@@ -21,6 +21,9 @@ log "running the Rust tests"
 cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee target/rust-tests.log
 rust=$(awk '/^test result:/ {n += $4} END {print n + 0}' target/rust-tests.log)
 
+log "make up stopped and started again, six times (one of them a crash), on the debug binaries"
+UP_PROFILE=debug bash scripts/up-restart-test.sh 6
+
 log "browser test: starting a stack"
 bash scripts/browser-test.sh 2>&1 | tee target/browser-tests.log
 browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
@@ -28,5 +31,5 @@ browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
 log "benchmark smoke run (asserts the summary's shape and that nothing is lost, never a timing)"
 bash scripts/bench.sh --smoke
 
-log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 benchmark smoke"
-echo "tests: $((rust + browser + 1)) passed, 0 failed"
+log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 restart loop, 1 benchmark smoke"
+echo "tests: $((rust + browser + 2)) passed, 0 failed"

@@ -60,8 +60,11 @@ fail() {
   exit 1
 }
 
-log "building the release binaries"
-cargo build --release --bin baedal-api --bin baedal-worker --bin baedal-paysim
+profile=${UP_PROFILE:-release}
+log "building the $profile binaries"
+build=(cargo build --bin baedal-api --bin baedal-worker --bin baedal-paysim)
+[ "$profile" = release ] && build+=(--release)
+"${build[@]}"
 
 started=$SECONDS
 for ((round = 1; round <= rounds; round++)); do

@@ -41,9 +41,14 @@ fi
 holds_lock=1
 stop_leftovers "$PID_FILE"
 
-log "building (release)"
+# UP_PROFILE=debug runs the debug binaries instead (quicker to build; the tests'
+# restart loop uses it).
+profile=${UP_PROFILE:-release}
+log "building ($profile)"
 # Only what runs here: the benchmark and chaos tools have their own scripts.
-cargo build --release --bin baedal-api --bin baedal-worker --bin baedal-paysim
+build=(cargo build --bin baedal-api --bin baedal-worker --bin baedal-paysim)
+[ "$profile" = release ] && build+=(--release)
+"${build[@]}"
 ensure_temporal
 
 temporal_ui="(external Temporal at ${TEMPORAL_ADDRESS:-}: see its own Web UI)"
@@ -51,7 +56,7 @@ if [ -z "${TEMPORAL_ADDRESS:-}" ]; then
   start_temporal_dev data/temporal.db 7233 8233
   temporal_ui=http://127.0.0.1:8233
 fi
-start_stack target/release
+start_stack "target/$profile"
 
 cat >&2 <<MSG
 
