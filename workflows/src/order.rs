@@ -535,6 +535,22 @@ impl OrderFulfillment {
         self.v2.then(WorkflowCancellationToken::new)
     }
 
+    /// The refund is pending from here; what to ask the payment context, if
+    /// anything was charged.
+    fn begin_refund(&mut self) -> Option<RefundRequest> {
+        self.refund = Some(Refund {
+            amount: self.req.total,
+            status: RefundStatus::Pending,
+        });
+        self.version += 1;
+        self.payment_id.clone().map(|payment_id| RefundRequest {
+            order_id: self.req.order_id.clone(),
+            payment_id,
+            amount: self.req.total,
+            idempotency_key: format!("{}:refund", self.req.order_id),
+        })
+    }
+
     fn transition(&mut self, status: OrderStatus, at: i64) {
         self.status = Some(status);
         self.history.push(HistoryEntry { status, at });
@@ -816,18 +832,8 @@ async fn refund(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
         return refund_until_done(ctx).await;
     }
     let (req, queue, payment_ms) = ctx.state_mut(|s| {
-        s.refund = Some(Refund {
-            amount: s.req.total,
-            status: RefundStatus::Pending,
-        });
-        s.version += 1;
         (
-            s.payment_id.clone().map(|payment_id| RefundRequest {
-                order_id: s.req.order_id.clone(),
-                payment_id,
-                amount: s.req.total,
-                idempotency_key: format!("{}:refund", s.req.order_id),
-            }),
+            s.begin_refund(),
             s.req.queues.payment.clone(),
             s.req.timeouts.payment_ms,
         )
@@ -881,22 +887,7 @@ async fn refund(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
 
 /// The refund of orders started before `SERIAL_ACTIONS`: retried until it succeeds.
 async fn refund_until_done(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
-    let (req, queue) = ctx.state_mut(|s| {
-        s.refund = Some(Refund {
-            amount: s.req.total,
-            status: RefundStatus::Pending,
-        });
-        s.version += 1;
-        (
-            s.payment_id.clone().map(|payment_id| RefundRequest {
-                order_id: s.req.order_id.clone(),
-                payment_id,
-                amount: s.req.total,
-                idempotency_key: format!("{}:refund", s.req.order_id),
-            }),
-            s.req.queues.payment.clone(),
-        )
-    });
+    let (req, queue) = ctx.state_mut(|s| (s.begin_refund(), s.req.queues.payment.clone()));
     if let Some(req) = req {
         ctx.execute_activity(
             PaymentActivities::refund,
