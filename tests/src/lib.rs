@@ -346,6 +346,24 @@ pub fn order_body(token: &str) -> Value {
     })
 }
 
+/// Sends a request and returns (status, content type, parsed body or null), for
+/// tests that look at the answer's media type as well as its body.
+pub async fn send_for_answer(req: reqwest::RequestBuilder) -> (u16, String, Value) {
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        ct,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
 /// 18,000 × 2 + 2,000 × 1.
 pub const ORDER_TOTAL: i64 = 38_000;
 

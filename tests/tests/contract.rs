@@ -18,27 +18,14 @@ async fn post_raw(
     content_type: &str,
     body: impl Into<reqwest::Body>,
 ) -> (u16, String, Value) {
-    let r = s
-        .http
-        .post(s.url(path))
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        ct,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
+    send_for_answer(
+        s.http
+            .post(s.url(path))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body),
     )
+    .await
 }
 
 async fn place_with_key(s: &Stack, token: &str, key: &str, body: &Value) -> (u16, Value) {

@@ -26,19 +26,7 @@ async fn post_keyed(
     for k in keys {
         req = req.header("Idempotency-Key", k.clone());
     }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        ct,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-    )
+    send_for_answer(req).await
 }
 
 /// POSTs with one well-formed key; returns (status, body).
