@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Provisions what the tests need (Temporal CLI, Chromium, playwright-core, wrk)
 # and runs every test: unit, end-to-end against real Temporal dev servers, replay,
-# browser, and the benchmark's smoke run.
+# make up's restart loop, a short chaos run, browser, and the benchmark's smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -24,6 +24,9 @@ rust=$(awk '/^test result:/ {n += $4} END {print n + 0}' target/rust-tests.log)
 log "make up stopped and started again, six times (one of them a crash), on the debug binaries"
 UP_PROFILE=debug bash scripts/up-restart-test.sh 6
 
+log "chaos, short: ~36 orders while the worker, the API and Temporal crash; checks money, views, riders, notifications"
+bash scripts/chaos.sh --short
+
 log "browser test: starting a stack"
 bash scripts/browser-test.sh 2>&1 | tee target/browser-tests.log
 browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
@@ -31,5 +34,5 @@ browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
 log "benchmark smoke run (asserts the summary's shape and that nothing is lost, never a timing)"
 bash scripts/bench.sh --smoke
 
-log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 restart loop, 1 benchmark smoke"
-echo "tests: $((rust + browser + 2)) passed, 0 failed"
+log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 restart loop, 1 chaos run, 1 benchmark smoke"
+echo "tests: $((rust + browser + 3)) passed, 0 failed"
