@@ -90,6 +90,8 @@ unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS BAEDAL_TASK_QUEUE_PREFIX
 export RUST_LOG=${RUST_LOG:-warn}
 export BAEDAL_DEMO=1 BAEDAL_DEMO_RIDERS=$riders
 export SHOP_ACCEPT_TIMEOUT=4s RIDER_OFFER_TIMEOUT=6s RIDER_SEARCH_TIMEOUT=20s RIDER_STALE_AFTER=30m
+# The payment reconciliation runs during the run too, and must leave live orders alone.
+export RECONCILE_INTERVAL=15s RECONCILE_MIN_AGE=20s
 
 # The Temporal server keeps its state in a file, so a restart on the same port resumes it.
 start_temporal_dev "$data/temporal.db" "$temporal_port" "$ui_port" headless
@@ -97,6 +99,8 @@ temporal_pid=${PIDS[-1]}
 start_stack "$bin" >>"$CHAOS_LOGS/stack.log" 2>&1
 export CHAOS_URL=http://$HTTP_ADDR CHAOS_PAYSIM_URL=$PAYMENT_GATEWAY_URL
 export CHAOS_PIDS="temporal=$temporal_pid,api=$API_PID,worker=$WORKER_PID,paysim=$PAYSIM_PID"
+# The run kills these on purpose: no "Killed" job notices for them.
+disown "$temporal_pid" "$API_PID" "$WORKER_PID" 2>/dev/null || true
 
 log "chaos run ($profile): ${defaults[*]} ${args[*]:-}"
 "$bin/baedal-chaos" "${defaults[@]}" "${args[@]}"

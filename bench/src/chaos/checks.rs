@@ -352,6 +352,7 @@ pub fn evaluate(i: &Inputs) -> Vec<Row> {
     rows.push(conflicts(i));
     rows.push(repeats(i));
     rows.push(answers(i));
+    rows.push(asked_for(i));
     rows.push(histories(i));
     rows.push(read_models(i));
     rows.extend(riders(i));
@@ -560,6 +561,65 @@ fn answers(i: &Inputs) -> Row {
                 a.kind.name(),
                 a.rider
                     .map_or(String::new(), |x| format!(" by {}", i.users.riders[x].name))
+            ));
+        }
+    }
+    r
+}
+
+/// Every change in an order's history was asked for by a call answered 200
+/// (timers aside): nothing happens to an order that nobody asked for, or that
+/// the asker was told did not happen.
+fn asked_for(i: &Inputs) -> Row {
+    let mut r = Row::new("every change asked for by a 200", true);
+    for o in &i.book.orders {
+        let Some(v) = i.snap.views.get(&o.order_id) else {
+            continue;
+        };
+        r.checked += 1;
+        let calls: Vec<_> = i
+            .book
+            .actions
+            .iter()
+            .filter(|a| a.order_id == o.order_id)
+            .collect();
+        let asked = |k: Kind, rider: Option<&str>| {
+            calls.iter().any(|a| {
+                a.kind == k
+                    && (a.reply.ok() || !a.reply.answered())
+                    && rider
+                        .is_none_or(|id| a.rider.map(|x| i.users.riders[x].id.as_str()) == Some(id))
+            })
+        };
+        let reason = v["reason"].as_str();
+        let mut unasked = Vec::new();
+        if reason == Some("CUSTOMER_CANCELLED") && !asked(Kind::Cancel, None) {
+            unasked.push("CANCELLED by the customer".to_string());
+        }
+        if reason == Some(o.reject_reason.as_str()) && !asked(Kind::Reject, None) {
+            unasked.push("REJECTED by the owner".to_string());
+        }
+        if has(v, "ACCEPTED") && !asked(Kind::Accept, None) {
+            unasked.push("ACCEPTED".to_string());
+        }
+        if let Some(rider) = rider_of(v)
+            && !asked(Kind::RiderAccept, Some(rider))
+        {
+            unasked.push(format!("RIDER_ASSIGNED to {rider}"));
+        }
+        if has(v, "PICKED_UP") && !asked(Kind::Pickup, None) {
+            unasked.push("PICKED_UP".to_string());
+        }
+        if has(v, "DELIVERED") && !asked(Kind::Complete, None) {
+            unasked.push("DELIVERED".to_string());
+        }
+        if !unasked.is_empty() {
+            r.breaches.push(format!(
+                "#{} {} ({}): {} without a call answered 200 for it",
+                o.plan.n,
+                o.order_id,
+                o.plan.path.name(),
+                unasked.join(", ")
             ));
         }
     }
@@ -1125,6 +1185,16 @@ mod tests {
         assert_eq!(j["final status after the settle period"], 1);
         assert_eq!(j["history follows the state machine"], 1);
         assert!(j.contains_key("read models agree (customer, owner, rider)"));
+    }
+
+    #[test]
+    fn a_change_nobody_asked_for_is_caught() {
+        let (u, mut b, s) = clean();
+        b.actions.retain(|a| a.order_id != "o2");
+        b.repeats.clear();
+        let j = judge(&u, &b, &s);
+        assert_eq!(j["every change asked for by a 200"], 1);
+        assert_eq!(j.len(), 1, "{j:?}");
     }
 
     #[test]

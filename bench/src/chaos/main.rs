@@ -479,6 +479,18 @@ async fn drive_and_check(o: &Options, stack: Arc<Stack>) -> anyhow::Result<bool>
         "checks": rows.iter().map(|r| json!({"name": r.name, "checked": r.checked, "breaches": r.breaches})).collect::<Vec<_>>(),
         "breaches": breaches,
         "notes": book.notes,
+        "orders": everything.iter().map(|e| {
+            let v = snap.views.get(&e.order_id);
+            json!({
+                "n": e.plan.n,
+                "orderId": e.order_id,
+                "path": e.plan.path.name(),
+                "status": v.map(|v| v["status"].clone()),
+                "reason": v.map(|v| v["reason"].clone()),
+                "rider": v.and_then(|v| v["rider"]["id"].as_str()),
+                "history": v.map(|v| v["history"].clone()),
+            })
+        }).collect::<Vec<_>>(),
     });
     if let Some(dir) = std::path::Path::new(&o.out).parent() {
         std::fs::create_dir_all(dir)?;
