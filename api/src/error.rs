@@ -156,3 +156,17 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The problem body for a refusal that no [`ApiError`] made (axum's own 405,
+/// or any other 4xx/5xx answered without a problem body): the status's reason
+/// names the kind, `detail` says what to do about it.
+pub fn status_problem(status: StatusCode, detail: &str) -> serde_json::Value {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let slug = title.to_ascii_lowercase().replace([' ', '\''], "-");
+    json!({
+        "type": format!("https://baedal.dev/problems/{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    })
+}

@@ -1,5 +1,6 @@
 //! Extractors: JSON bodies that refuse unknown fields with a problem response,
-//! the authenticated caller, and the optional `Idempotency-Key`.
+//! path and query parameters whose refusals are problems too, the authenticated
+//! caller, and the optional `Idempotency-Key`.
 
 use crate::AppState;
 use crate::auth::{Claims, decode_token};
@@ -34,6 +35,51 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
             }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
+    }
+}
+
+/// `axum::extract::Path` whose rejections are problem+json: a segment that does
+/// not decode (not UTF-8, not the expected type) is a 400; a route whose
+/// parameters do not match its extractor is our bug, a 500.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match <axum::extract::Path<T> as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+        {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) if e.status().is_client_error() => Err(ApiError::BadRequest(e.body_text())),
+            Err(e) => Err(ApiError::Internal(anyhow::anyhow!(
+                "path parameters: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// `axum::extract::Query` whose rejection (a query string that does not fit
+/// the handler's parameters) is a 400 problem+json.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        <axum::extract::Query<T> as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }
 

@@ -16,25 +16,47 @@ mod web;
 use anyhow::Context as _;
 use auth::Keys;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use baedal_activities::db::{self, Db};
 use baedal_activities::payment::breaker::Breaker;
 use baedal_activities::{Config, delivery, identity, notification, order, payment, shop};
 use error::{ApiError, ApiResult};
-use extract::AuthUser;
+use extract::{AuthUser, Path};
 use serde_json::{Value, json};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use temporalio_client::Client;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 /// Requests larger than this are refused (413) before they are read.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The Content-Security-Policy of every answer but the pages: nothing in an
+/// API answer may load or run anything, nor be framed.
+const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The web pages (`web/`): one external script and stylesheet from this origin,
+/// no inline script or style, calls and the SSE stream to this origin only.
+/// `img-src data:` is for the page's empty `data:,` icon.
+const PAGES_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; manifest-src 'self'; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The Swagger UI at `/api/docs`: its scripts are files of this origin (no inline
+/// script), but its components set inline styles and its stylesheet carries
+/// `data:` images, so this page alone allows `'unsafe-inline'` styles.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 #[derive(Clone)]
 pub struct Dbs {
@@ -94,38 +116,113 @@ impl AppState {
 /// `#[utoipa::path]`: the router and the OpenAPI document come from these same
 /// declarations (see [`openapi::document`]).
 pub fn api_routes() -> OpenApiRouter<AppState> {
+    // Shops, menus, health and the document are the same for everyone and may
+    // be cached; every other answer is the caller's own (or live counters) and
+    // is marked `no-store`, refusals included.
     let api = OpenApiRouter::new()
         .routes(routes!(health))
-        .routes(routes!(metrics))
+        .routes(no_store(routes!(metrics)))
         .routes(routes!(openapi::openapi_json))
-        .routes(routes!(auth::login))
+        .routes(no_store(routes!(auth::login)))
         .routes(routes!(shops))
         .routes(routes!(menu))
-        .routes(routes!(orders::place, orders::list))
-        .routes(routes!(orders::get_one))
-        .routes(routes!(orders::events))
-        .routes(routes!(orders::live))
-        .routes(routes!(orders::cancel))
-        .routes(routes!(shop_orders::list))
-        .routes(routes!(shop_orders::accept))
-        .routes(routes!(shop_orders::reject))
-        .routes(routes!(shop_orders::ready))
-        .routes(routes!(rider::location))
-        .routes(routes!(rider::offers))
-        .routes(routes!(rider::accept))
-        .routes(routes!(rider::decline))
-        .routes(routes!(rider::deliveries))
-        .routes(routes!(rider::pickup))
-        .routes(routes!(rider::complete))
-        .routes(routes!(notifications));
+        .routes(no_store(routes!(orders::place, orders::list)))
+        .routes(no_store(routes!(orders::get_one)))
+        .routes(no_store(routes!(orders::events)))
+        .routes(no_store(routes!(orders::live)))
+        .routes(no_store(routes!(orders::cancel)))
+        .routes(no_store(routes!(shop_orders::list)))
+        .routes(no_store(routes!(shop_orders::accept)))
+        .routes(no_store(routes!(shop_orders::reject)))
+        .routes(no_store(routes!(shop_orders::ready)))
+        .routes(no_store(routes!(rider::location)))
+        .routes(no_store(routes!(rider::offers)))
+        .routes(no_store(routes!(rider::accept)))
+        .routes(no_store(routes!(rider::decline)))
+        .routes(no_store(routes!(rider::deliveries)))
+        .routes(no_store(routes!(rider::pickup)))
+        .routes(no_store(routes!(rider::complete)))
+        .routes(no_store(routes!(notifications)));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest("/api", api)
+}
+
+/// Marks every answer of these routes (any method, refusals included)
+/// `Cache-Control: no-store`: they carry the caller's personal data.
+fn no_store(r: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    let (schemas, paths, methods) = r;
+    let layer = SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    (schemas, paths, methods.layer(layer))
+}
+
+/// Any refusal answered without a problem body (axum's own 405 for a known
+/// path and a wrong method, a rejection of an extractor we do not wrap) gets
+/// one, with the same status and headers (axum adds `Allow` to a 405 after
+/// this layer). Problem answers and successes pass untouched.
+async fn problem_for_every_refusal(resp: Response) -> Response {
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let detail = if status == StatusCode::METHOD_NOT_ALLOWED {
+        // The router adds `Allow` to this answer after this layer has run.
+        "this path does not answer this method; the Allow header lists those it answers".to_string()
+    } else {
+        let is_text = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+        // axum's rejections say what was wrong in plain text; a server
+        // error's text stays out of the answer.
+        let text = match axum::body::to_bytes(body, 4096).await {
+            Ok(b) if is_text && status.is_client_error() => {
+                String::from_utf8_lossy(&b).trim().to_string()
+            }
+            _ => String::new(),
+        };
+        if text.is_empty() {
+            status.canonical_reason().unwrap_or("refused").to_string()
+        } else {
+            text
+        }
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = error::status_problem(status, &detail).to_string();
+    let mut resp = error::problem_response(status, body);
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE {
+            resp.headers_mut().append(name, value.clone());
+        }
+    }
+    resp
+}
+
+/// A header set on every answer unless a route set it already.
+fn default_header(
+    name: header::HeaderName,
+    value: &'static str,
+) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }
 
 /// The whole app before its state is attached: the API, its docs viewer and the web pages.
 pub fn app() -> Router<AppState> {
     let (api, _) = api_routes().split_for_parts();
-    api.merge(openapi::docs_ui())
-        .merge(web::routes())
+    let csp = |policy: &'static str| {
+        SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(policy),
+        )
+    };
+    api.merge(openapi::docs_ui().layer(csp(DOCS_CSP)))
+        .merge(web::routes().layer(csp(PAGES_CSP)))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(if uri.path().starts_with("/api") {
                 "no such API path".into()
@@ -133,7 +230,14 @@ pub fn app() -> Router<AppState> {
                 "no such page".into()
             })
         })
+        .layer(axum::middleware::map_response(problem_for_every_refusal))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Pages and API answers alike: never sniffed, never framed, no referrer
+        // sent on; the pages' and the docs' own policies were set above.
+        .layer(default_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(default_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(default_header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(default_header(header::CONTENT_SECURITY_POLICY, API_CSP))
         // Layers run bottom-up: the id is set first, so the span and the answer
         // carry it. Failures are not logged here: a handler logs its own errors
         // where it handles them, once, and expected refusals (503 while the
