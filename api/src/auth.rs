@@ -1,7 +1,14 @@
 //! Login and signed bearer tokens (HS256 JWT via `jsonwebtoken`, with expiry).
 //! Passwords are argon2 hashes in the identity store.
+//!
+//! A username or password that no account can have (control or bidi
+//! characters, overlong) is answered 401 like any wrong credentials, without
+//! asking the store: login tells a caller only whether they may come in, never
+//! which inputs are well formed, and a client cannot fix credentials by
+//! editing them the way it fixes an order's fields.
 
 use crate::AppState;
+use crate::domain::{Id, unprintable};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
 use axum::Json;
@@ -42,6 +49,14 @@ pub fn decode_token(keys: &Keys, token: &str) -> anyhow::Result<Claims> {
     Ok(jsonwebtoken::decode::<Claims>(token, &keys.decoding, &v)?.claims)
 }
 
+/// At most this many characters of password are looked at (argon2 hashes all of it).
+const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Whether some account could have this password: printable text, bounded.
+fn possible_password(password: &str) -> bool {
+    password.chars().count() <= MAX_PASSWORD_CHARS && unprintable(password).is_none()
+}
+
 /// Credentials (demo accounts use the password `demo`).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,10 +83,21 @@ pub struct Login {
     ),
 )]
 pub async fn login(State(st): State<AppState>, Body(l): Body<Login>) -> ApiResult<Json<Value>> {
+    let wrong = || ApiError::Unauthorized("wrong username or password".into());
+    // Credentials no account can have are refused like a wrong password, before
+    // the store is asked (Postgres refuses NUL in text). Looked at before the
+    // trim, as every text field is: "name\n" is not "name".
+    if unprintable(&l.username).is_some() || !possible_password(&l.password) {
+        return Err(wrong());
+    }
+    let username = l.username.trim();
+    if !Id::possible(username) {
+        return Err(wrong());
+    }
     let db = st.dbs.identity.clone();
-    let user = identity::verify_login(&db, l.username.trim(), &l.password)
+    let user = identity::verify_login(&db, username, &l.password)
         .await?
-        .ok_or_else(|| ApiError::Unauthorized("wrong username or password".into()))?;
+        .ok_or_else(wrong)?;
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(anyhow::Error::from)?
@@ -90,4 +116,19 @@ pub async fn login(State(st): State<AppState>, Body(l): Body<Login>) -> ApiResul
         body["shopId"] = json!(shop);
     }
     Ok(Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_no_account_can_have() {
+        assert!(possible_password("demo"));
+        assert!(possible_password("correct horse battery staple 비밀"));
+        assert!(!possible_password("de\0mo"));
+        assert!(!possible_password("demo\n"));
+        assert!(!possible_password("\u{202E}omed"));
+        assert!(!possible_password(&"x".repeat(MAX_PASSWORD_CHARS + 1)));
+    }
 }

@@ -63,8 +63,40 @@ impl CookMinutes {
     }
 }
 
-/// A non-empty, bounded piece of text (address, reason, token).
+/// Whether `c` may appear in text a client sends: ordinary printable characters
+/// only. Refused: every control character (C0 including NUL, tab and newline,
+/// DEL, C1), the Unicode line and paragraph separators, and the bidi controls
+/// that make text display in another order than it is stored (U+061C,
+/// U+200E/U+200F, U+202A..=U+202E, U+2066..=U+2069).
+fn printable(c: char) -> bool {
+    !(c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2066}'..='\u{2069}'
+        ))
+}
+
+/// The first character of `value` that is not ordinary printable text, if any.
+pub fn unprintable(value: &str) -> Option<char> {
+    value.chars().find(|&c| !printable(c))
+}
+
+/// A non-empty, bounded, single line of printable text (address, reason,
+/// token); see [`unprintable`] for what is refused. Surrounding spaces are
+/// trimmed.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    if let Some(c) = unprintable(value) {
+        return Err(ApiError::unprocessable(format!(
+            "{field} must be one line of printable text; it contains U+{:04X}",
+            u32::from(c)
+        )));
+    }
     let v = value.trim();
     if v.is_empty() {
         return Err(ApiError::unprocessable(format!(
@@ -77,6 +109,44 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
         )));
     }
     Ok(v.to_string())
+}
+
+/// The id of an order or a shop as a request path names it. An id that is
+/// empty, longer than [`Id::MAX_CHARS`] or not printable text cannot name
+/// anything stored, so it is answered as one that does not exist (404) before
+/// any store is asked (Postgres refuses NUL in text outright).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Id(String);
+
+impl Id {
+    pub const MAX_CHARS: usize = 200;
+
+    /// `what` names the thing in the 404 ("order", "shop", ...).
+    pub fn parse(what: &str, raw: String) -> Result<Self, ApiError> {
+        if Self::possible(&raw) {
+            Ok(Id(raw))
+        } else {
+            Err(ApiError::not_found(what))
+        }
+    }
+
+    /// Whether some stored record could have this id.
+    pub fn possible(raw: &str) -> bool {
+        !raw.is_empty() && raw.chars().count() <= Self::MAX_CHARS && unprintable(raw).is_none()
+    }
+}
+
+impl std::ops::Deref for Id {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A phone number: digits with optional +, spaces and dashes, 7..=20 characters.
@@ -127,6 +197,12 @@ impl PlaceOrder {
         let mut items = Vec::with_capacity(body.items.len());
         for it in &body.items {
             let q = Quantity::parse(it.quantity)?;
+            if !Id::possible(&it.menu_id) {
+                return Err(ApiError::unprocessable(format!(
+                    "a menu item id is not on {}'s menu",
+                    shop.id
+                )));
+            }
             let m = menu.iter().find(|m| m.id == it.menu_id).ok_or_else(|| {
                 ApiError::unprocessable(format!(
                     "menu item {} is not on {}'s menu",
@@ -230,5 +306,65 @@ mod tests {
         assert!(phone("call me").is_err());
         assert!(text("address", "  ", 10).is_err());
         assert!(text("address", "abcdefghijk", 10).is_err());
+        assert_eq!(text("address", " 서울 1 ", 10).unwrap(), "서울 1");
+    }
+
+    #[test]
+    fn texts_are_one_line_of_printable_characters() {
+        let refused = [
+            "a\0b",         // NUL
+            "a\u{1b}[31mb", // ESC (a terminal escape)
+            "a\u{7f}b",     // DEL
+            "a\u{85}b",     // C1 (next line)
+            "a\u{9b}b",     // C1 (CSI)
+            "a\nb",         // one line only
+            "a\rb",
+            "a\tb",
+            "line\n",     // even where trimming would drop it
+            "a\u{2028}b", // line separator
+            "a\u{2029}b", // paragraph separator
+            "a\u{061C}b", // Arabic letter mark
+            "a\u{200E}b", // LRM
+            "a\u{200F}b", // RLM
+            "a\u{202A}b", // LRE
+            "a\u{202E}b", // RLO
+            "a\u{2066}b", // LRI
+            "a\u{2069}b", // PDI
+        ];
+        for v in refused {
+            let e = text("reason", v, 100).unwrap_err();
+            assert!(
+                matches!(&e, ApiError::Unprocessable(m) if m.contains("U+")),
+                "{v:?}: {e:?}"
+            );
+        }
+        for v in [
+            "Sold out",
+            "서울시 강남구 테헤란로 1, 2층 (정문)",
+            "Café & Crêpes – «été»",
+            "شارع الملك فهد",
+            "tok_ok",
+            "👩‍🍳 kitchen closed",
+        ] {
+            assert_eq!(text("reason", v, 100).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn path_ids_that_cannot_exist_are_not_found() {
+        for raw in [
+            String::new(),
+            "order\0".to_string(),
+            "\u{1b}x".to_string(),
+            "a\u{202E}b".to_string(),
+            "a\nb".to_string(),
+            "x".repeat(Id::MAX_CHARS + 1),
+        ] {
+            let e = Id::parse("order", raw.clone()).unwrap_err();
+            assert!(matches!(e, ApiError::NotFound(_)), "{raw:?}: {e:?}");
+        }
+        let id = Id::parse("order", "3f2a9c".into()).unwrap();
+        assert_eq!(&*id, "3f2a9c");
+        assert!(Id::parse("shop", "x".repeat(Id::MAX_CHARS)).is_ok());
     }
 }

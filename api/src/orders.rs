@@ -1,12 +1,12 @@
 //! Customer calls: place (update-with-start), read, follow (SSE), cancel.
 
 use crate::act::{Action, Answer, act};
-use crate::domain::PlaceOrder;
+use crate::domain::{Id, PlaceOrder};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, Body, IdempotencyKey, Path};
+use crate::extract::{AuthUser, Body, IdempotencyKey};
 use crate::{AppState, temporal_unreachable};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -103,6 +103,10 @@ pub async fn place(
 ) -> ApiResult<Placed> {
     let customer = user.require("customer")?.sub.clone();
     // Parse everything before anything is written or charged.
+    // An id no shop can have is not looked up (Postgres refuses NUL in text).
+    if !Id::possible(&body.shop_id) {
+        return Err(ApiError::unprocessable("unknown shop"));
+    }
     let shop = shop::find_shop(&st.dbs.shop, &body.shop_id)
         .await?
         .ok_or_else(|| ApiError::unprocessable(format!("unknown shop {}", body.shop_id)))?;
@@ -371,6 +375,7 @@ pub async fn get_one(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let id = Id::parse("order", id)?;
     Ok(Json(own_order(&st, &user, &id).await?))
 }
 
@@ -401,6 +406,7 @@ pub async fn live(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    let id = Id::parse("order", id)?;
     own_order(&st, &user, &id).await?;
     let snapshot = st
         .temporal
@@ -438,6 +444,7 @@ pub async fn cancel(
     key: Option<IdempotencyKey>,
 ) -> ApiResult<Answer> {
     let me = user.require("customer")?;
+    let id = Id::parse("order", id)?;
     let action = Action {
         order_id: &id,
         caller: &me.sub,
@@ -489,6 +496,7 @@ pub async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let id = Id::parse("order", id)?;
     let doc = own_order(&st, &user, &id).await?;
     let mut next: usize = headers
         .get("last-event-id")

@@ -2,11 +2,11 @@
 
 use crate::AppState;
 use crate::act::{Action, Answer, act};
-use crate::domain::LatLon;
+use crate::domain::{Id, LatLon};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, Body, IdempotencyKey, Path};
+use crate::extract::{AuthUser, Body, IdempotencyKey};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baedal_activities::delivery;
 use baedal_workflows::{OrderFulfillment, RiderAction};
@@ -133,6 +133,7 @@ pub async fn accept(
     key: Option<IdempotencyKey>,
 ) -> ApiResult<Answer> {
     let me = user.require("rider")?.sub.clone();
+    let id = Id::parse("order", id)?;
     let action = Action {
         order_id: &id,
         caller: &me,
@@ -172,6 +173,7 @@ pub async fn decline(
     key: Option<IdempotencyKey>,
 ) -> ApiResult<Answer> {
     let me = user.require("rider")?.sub.clone();
+    let id = Id::parse("order", id)?;
     let action = Action {
         order_id: &id,
         caller: &me,
@@ -211,6 +213,7 @@ pub async fn pickup(
     key: Option<IdempotencyKey>,
 ) -> ApiResult<Answer> {
     let me = user.require("rider")?.sub.clone();
+    let id = Id::parse("order", id)?;
     let action = Action {
         order_id: &id,
         caller: &me,
@@ -250,6 +253,7 @@ pub async fn complete(
     key: Option<IdempotencyKey>,
 ) -> ApiResult<Answer> {
     let me = user.require("rider")?.sub.clone();
+    let id = Id::parse("order", id)?;
     let action = Action {
         order_id: &id,
         caller: &me,

@@ -2,11 +2,11 @@
 
 use crate::AppState;
 use crate::act::{Action, Answer, act};
-use crate::domain::{CookMinutes, text};
+use crate::domain::{CookMinutes, Id, text};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, Body, IdempotencyKey, Path, Query};
+use crate::extract::{AuthUser, Body, IdempotencyKey};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use baedal_activities::shop;
 use baedal_workflows::{AcceptOrder, OrderFulfillment, OrderStatus, RejectOrder};
 use serde::Deserialize;
@@ -103,6 +103,7 @@ pub async fn accept(
     Body(b): Body<AcceptBody>,
 ) -> ApiResult<Answer> {
     let shop_id = my_shop(&user)?;
+    let id = Id::parse("order", id)?;
     let minutes = CookMinutes::parse(b.cook_minutes)?;
     let action = Action {
         order_id: &id,
@@ -157,6 +158,7 @@ pub async fn reject(
     Body(b): Body<RejectBody>,
 ) -> ApiResult<Answer> {
     let shop_id = my_shop(&user)?;
+    let id = Id::parse("order", id)?;
     let reason = text("reason", &b.reason, 500)?;
     let action = Action {
         order_id: &id,
@@ -196,6 +198,7 @@ pub async fn ready(
     key: Option<IdempotencyKey>,
 ) -> ApiResult<Answer> {
     let shop_id = my_shop(&user)?;
+    let id = Id::parse("order", id)?;
     let action = Action {
         order_id: &id,
         caller: &user.0.sub,
