@@ -3,10 +3,10 @@
 use crate::act::{Action, Answer, act};
 use crate::domain::{Id, PlaceOrder};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AuthUser, Body, IdempotencyKey};
+use crate::extract::{AuthUser, Body, IdempotencyKey, Path};
 use crate::{AppState, temporal_unreachable};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
