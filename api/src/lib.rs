@@ -351,6 +351,7 @@ async fn menu(
     State(st): State<AppState>,
     Path(shop_id): Path<String>,
 ) -> ApiResult<axum::Json<Vec<shop::MenuItem>>> {
+    let shop_id = domain::Id::parse("shop", shop_id)?;
     if shop::find_shop(&st.dbs.shop, &shop_id).await?.is_none() {
         return Err(ApiError::not_found("shop"));
     }

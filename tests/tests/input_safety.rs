@@ -228,7 +228,6 @@ async fn menu_of_impossible_shop_is_not_found_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the menu handler does not parse its shop id with domain::Id yet: 500 on Postgres"]
 async fn menu_of_impossible_shop_is_not_found_on_postgres() {
     menu_of_impossible_shop_is_not_found(spawn_stack_with(on_postgres()).await).await;
 }
