@@ -364,6 +364,16 @@ pub async fn send_for_answer(req: reqwest::RequestBuilder) -> (u16, String, Valu
     )
 }
 
+/// The statuses of an order's `history`, in order.
+pub fn statuses(order: &Value) -> Vec<String> {
+    order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// 18,000 × 2 + 2,000 × 1.
 pub const ORDER_TOTAL: i64 = 38_000;
 

@@ -63,15 +63,6 @@ fn gateway_down(s: &Stack) {
     });
 }
 
-fn statuses(order: &Value) -> Vec<String> {
-    order["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["status"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_while_the_breaker_is_open_returns_the_paid_order_charged_once() {
     let s = spawn_stack_with(with_env(&[

@@ -77,13 +77,7 @@ async fn operator_cancels_at(stage: Stage) {
     assert_eq!(o["refund"]["amount"], ORDER_TOTAL);
     let mut expected = before.clone();
     expected.push("CANCELLED");
-    let history: Vec<_> = o["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(history, expected);
+    assert_eq!(statuses(&o), expected);
     s.wait_workflow_closed(&id).await;
 
     // Charged once, refunded once.

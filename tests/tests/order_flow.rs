@@ -5,15 +5,6 @@ use baedal_tests::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn statuses(order: &Value) -> Vec<String> {
-    order["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["status"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_reaches_delivered_with_the_exact_history() {
     let s = spawn_stack_with(StackOptions {

@@ -7,7 +7,7 @@
 //! winner; the customer is charged once and refunded iff the order ended
 //! undelivered.
 
-use baedal_tests::{ORDER_TOTAL, Stack, StackOptions, record_history, spawn_stack_with};
+use baedal_tests::{ORDER_TOTAL, Stack, StackOptions, record_history, spawn_stack_with, statuses};
 use baedal_workflows::Context;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -47,15 +47,6 @@ async fn race(s: &Stack, first: Act, second: Act) -> [(u16, Value); 2] {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.start_worker(Context::Order);
     [a.await.unwrap(), b.await.unwrap()]
-}
-
-fn statuses(order: &Value) -> Vec<String> {
-    order["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["status"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Charged once; refunded (once, in full) exactly when `refunded`.
