@@ -23,15 +23,7 @@ case "${1:-}" in
 esac
 
 data=$(mktemp -d)
-# Stop in reverse start order: workers and API before the Temporal server they talk to.
-stop_stack() {
-  local reversed=() i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do reversed+=("${PIDS[i]}"); done
-  PIDS=("${reversed[@]}")
-  stop_all
-  rm -rf "$data"
-}
-trap stop_stack EXIT
+trap 'stop_all; rm -rf "$data"' EXIT
 trap 'exit 130' INT TERM
 
 if [ $smoke = 1 ]; then

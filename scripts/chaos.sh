@@ -65,15 +65,7 @@ done
 ensure_temporal
 
 data=$(mktemp -d)
-# Stop in reverse start order: worker and API before the Temporal server they talk to.
-stop_stack() {
-  local reversed=() i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do reversed+=("${PIDS[i]}"); done
-  PIDS=("${reversed[@]}")
-  stop_all
-  rm -rf "$data"
-}
-trap stop_stack EXIT
+trap 'stop_all; rm -rf "$data"' EXIT
 trap 'exit 130' INT TERM
 
 # The run's own copy of the binaries: a rebuild elsewhere during the run must not

@@ -189,12 +189,15 @@ stop_pids() {
   for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
 
-# stop_all: stops every process in PIDS and waits until each is gone.
+# stop_all: stops every process in PIDS, the last started first (workers and API
+# before the Temporal server they talk to), and waits until each is gone.
 stop_all() {
   # A second Ctrl-C must not cut the waiting short: the next run needs the
   # ports and data/temporal.db free.
   trap '' INT TERM HUP
-  if [ ${#PIDS[@]} -gt 0 ]; then stop_pids "${PIDS[@]}"; fi
+  local reversed=() i
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do reversed+=("${PIDS[i]}"); done
+  if [ ${#reversed[@]} -gt 0 ]; then stop_pids "${reversed[@]}"; fi
   PIDS=()
 }
 
