@@ -33,6 +33,26 @@ use tokio::time::{Instant, timeout_at};
 /// same update and gets its answer.
 const DEADLINE: Duration = Duration::from_secs(15);
 
+/// An update of the order workflow that answers an action: every one of them
+/// answers with the order's status afterwards.
+pub(crate) trait OrderUpdate:
+    UpdateDefinition<
+        Workflow = <OrderFulfillment as HasWorkflowDefinition>::Run,
+        Output = ActionResult,
+        Input: Send,
+    >
+{
+}
+
+impl<U> OrderUpdate for U where
+    U: UpdateDefinition<
+            Workflow = <OrderFulfillment as HasWorkflowDefinition>::Run,
+            Output = ActionResult,
+            Input: Send,
+        >
+{
+}
+
 /// One caller's action on one order, as the request asked for it.
 pub(crate) struct Action<'a> {
     pub order_id: &'a str,
@@ -76,11 +96,7 @@ pub(crate) async fn act<U, T>(
     input: U::Input,
 ) -> ApiResult<Answer>
 where
-    U: UpdateDefinition<
-            Workflow = <OrderFulfillment as HasWorkflowDefinition>::Run,
-            Output = ActionResult,
-        >,
-    U::Input: Send,
+    U: OrderUpdate,
 {
     let db = &st.dbs.order;
     let Some(keyed) = action.keyed() else {
@@ -124,11 +140,7 @@ async fn send<U>(
     input: U::Input,
 ) -> ApiResult<ActionResult>
 where
-    U: UpdateDefinition<
-            Workflow = <OrderFulfillment as HasWorkflowDefinition>::Run,
-            Output = ActionResult,
-        >,
-    U::Input: Send,
+    U: OrderUpdate,
 {
     let deadline = Instant::now() + DEADLINE;
     let handle = st
