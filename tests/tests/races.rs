@@ -19,31 +19,34 @@ fn act(path: String, token: &str, body: Value) -> Act {
     Act(path, token.to_string(), body)
 }
 
+/// Sends one action in the background; its answer must come (a hung call fails
+/// the test).
+fn send(s: &Stack, a: Act) -> tokio::task::JoinHandle<(u16, Value)> {
+    let http = s.http.clone();
+    let url = s.url(&a.0);
+    tokio::spawn(async move {
+        let r = http
+            .post(url)
+            .bearer_auth(a.1)
+            .json(&a.2)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .expect("the action was answered");
+        let code = r.status().as_u16();
+        (code, r.json::<Value>().await.unwrap_or(Value::Null))
+    })
+}
+
 /// Sends `first`, then `second`, while the order worker is down, then starts
-/// the worker; returns both answers (each must come: a hung call fails the test).
+/// the worker; returns both answers.
 async fn race(s: &Stack, first: Act, second: Act) -> [(u16, Value); 2] {
     s.stop_worker_and_wait(Context::Order).await;
-    let send = |a: Act| {
-        let http = s.http.clone();
-        let url = s.url(&a.0);
-        tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(a.1)
-                .json(&a.2)
-                .timeout(Duration::from_secs(120))
-                .send()
-                .await
-                .expect("the action was answered");
-            let code = r.status().as_u16();
-            (code, r.json::<Value>().await.unwrap_or(Value::Null))
-        })
-    };
-    let a = send(first);
+    let a = send(s, first);
     // Let the first action reach Temporal before the second: arrival order is
     // what decides, and this fixes it.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let b = send(second);
+    let b = send(s, second);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.start_worker(Context::Order);
     [a.await.unwrap(), b.await.unwrap()]
@@ -190,6 +193,57 @@ async fn a_rider_declining_and_accepting_at_once_declines_and_the_offer_moves_on
     assert_eq!(mine, json!([]));
     let o = s.wait_status(&id, &customer, "ACCEPTED").await;
     assert_eq!(statuses(&o), ["PAID", "ACCEPTED"]);
+}
+
+/// The delivery context puts an offer on the rider's screen before the order's
+/// workflow hears which rider it went to. Made to happen: the delivery worker is
+/// down while the owner accepts, the order worker is stopped, the delivery worker
+/// comes back and writes the offer, the rider takes it (and, in the second round,
+/// another rider's decline is in the same task), then the order worker starts
+/// and gets the offer's outcome and the answers in one workflow task.
+#[tokio::test]
+async fn a_rider_taking_an_offer_the_workflow_has_not_heard_of_yet_gets_it() {
+    let (s, id, customer, owner) = paid_order().await;
+    let riders = s.riders(6).await;
+    s.stop_worker_and_wait(Context::Delivery).await;
+    s.accept(&id, &owner, 20).await;
+    s.stop_worker_and_wait(Context::Order).await;
+    s.start_worker(Context::Delivery);
+    let (name, rider) = s.rider_with_offer(&id, &riders).await;
+    let (_, other) = riders.iter().find(|(n, _)| *n != name).unwrap();
+    let take = send(
+        &s,
+        act(format!("/api/rider/offers/{id}/accept"), &rider, json!({})),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Not this rider's offer: refused whatever the workflow knew when it came.
+    let stranger = send(
+        &s,
+        act(format!("/api/rider/offers/{id}/decline"), other, json!({})),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.start_worker(Context::Order);
+    let (code, body) = take.await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "RIDER_ASSIGNED");
+    let (code, body) = stranger.await.unwrap();
+    assert_eq!(code, 409, "{body}");
+    let o = s.wait_status(&id, &customer, "RIDER_ASSIGNED").await;
+    assert_eq!(o["rider"]["id"], name.as_str());
+    assert_eq!(statuses(&o), ["PAID", "ACCEPTED", "RIDER_ASSIGNED"]);
+    assert_money(&s, &id, false);
+    let riders = s.get("/api/rider/deliveries", &rider).await.1;
+    assert_eq!(riders.as_array().map(Vec::len), Some(1), "{riders}");
+    for (path, token) in [
+        (format!("/api/shop/orders/{id}/ready"), &owner),
+        (format!("/api/rider/deliveries/{id}/pickup"), &rider),
+        (format!("/api/rider/deliveries/{id}/complete"), &rider),
+    ] {
+        let (code, body) = s.post(&path, token, json!({})).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    s.wait_workflow_closed(&id).await;
+    record_history(&s, &id, "race_offer_accept").await;
 }
 
 #[tokio::test]

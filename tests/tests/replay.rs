@@ -49,7 +49,11 @@ async fn every_recorded_history_replays_against_todays_workflow() {
     let old = paths.map(|p| format!("before_serial_actions/{p}"));
     let new = paths
         .into_iter()
-        .chain(["operator_cancelled.json", "race_cancel_accept.json"])
+        .chain([
+            "operator_cancelled.json",
+            "race_cancel_accept.json",
+            "race_offer_accept.json",
+        ])
         .map(String::from);
     for path in old.into_iter().chain(new) {
         assert!(

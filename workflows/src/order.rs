@@ -93,6 +93,9 @@ pub struct OrderFulfillment {
     ready: bool,
     rider: Option<RiderRef>,
     offer: Option<LiveOffer>,
+    /// The delivery context is choosing a rider right now: its offer may already
+    /// be on a rider's screen before this workflow hears which rider it is.
+    offering: bool,
     refund: Option<Refund>,
     reason: Option<String>,
     /// Newest version each read model holds (order, shop, delivery).
@@ -122,6 +125,7 @@ impl OrderFulfillment {
             ready: false,
             rider: None,
             offer: None,
+            offering: false,
             refund: None,
             reason: None,
             projected: [0; 3],
@@ -317,7 +321,7 @@ impl OrderFulfillment {
         _ctx: &WorkflowContextView,
         a: &RiderAction,
     ) -> Result<(), HandlerError> {
-        self.require_live_offer(&a.rider_id)
+        self.may_answer_offer(&a.rider_id)
     }
 
     /// A rider takes the offer; the delivery context assigns atomically, so a rider
@@ -327,6 +331,7 @@ impl OrderFulfillment {
         ctx: &mut WorkflowContext<Self>,
         a: RiderAction,
     ) -> Result<ActionResult, HandlerError> {
+        offer_known(ctx).await;
         let (req, queue) = ctx.state_mut(|s| {
             s.act(
                 |s| s.require_live_offer(&a.rider_id),
@@ -397,7 +402,7 @@ impl OrderFulfillment {
         _ctx: &WorkflowContextView,
         a: &RiderAction,
     ) -> Result<(), HandlerError> {
-        self.require_live_offer(&a.rider_id)
+        self.may_answer_offer(&a.rider_id)
     }
 
     /// Async like every other action: a sync handler runs while the task's jobs
@@ -407,6 +412,7 @@ impl OrderFulfillment {
         ctx: &mut WorkflowContext<Self>,
         a: RiderAction,
     ) -> Result<ActionResult, HandlerError> {
+        offer_known(ctx).await;
         ctx.state_mut(|s| {
             s.act(
                 |s| s.require_live_offer(&a.rider_id),
@@ -580,6 +586,17 @@ impl OrderFulfillment {
         }
     }
 
+    /// A rider's answer may go on to its handler while the delivery context is
+    /// still choosing the rider (`v2`): the offer is on that rider's screen as
+    /// soon as the delivery context wrote it, before this workflow hears of it.
+    /// The handler waits for the choice and checks [`Self::require_live_offer`].
+    fn may_answer_offer(&self, rider_id: &str) -> Result<(), HandlerError> {
+        if self.v2 && self.offering && self.offer.is_none() {
+            return Ok(());
+        }
+        self.require_live_offer(rider_id)
+    }
+
     fn require_live_offer(&self, rider_id: &str) -> Result<(), HandlerError> {
         match &self.offer {
             Some(o) if o.rider_id == rider_id && o.answer.is_none() && !o.accepting => Ok(()),
@@ -685,6 +702,14 @@ async fn timer_or(
 
 fn until(ctx: &WorkflowContext<OrderFulfillment>, at_ms: i64) -> Duration {
     Duration::from_millis((at_ms - now_ms(ctx)).max(1) as u64)
+}
+
+/// A rider's answer that arrived while the delivery context was choosing the
+/// rider waits for that choice (see [`OrderFulfillment::may_answer_offer`]).
+async fn offer_known(ctx: &WorkflowContext<OrderFulfillment>) {
+    if ctx.state(|s| s.offering) {
+        let _ = wait(ctx, |s| !s.offering).await;
+    }
 }
 
 /// Read models follow within an activity round trip; an action answers once the
@@ -955,6 +980,7 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
         }
         let expires_at = (now + t.rider_offer_ms as i64).min(deadline);
         let exclude = declined.iter().chain(lapsed.iter()).cloned().collect();
+        ctx.state_mut(|s| s.offering = true);
         let offer = ctx
             .execute_activity(
                 DeliveryActivities::offer_nearest,
@@ -966,20 +992,28 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
                 },
                 quick_options(ctx, &queue, "offer the nearest free rider"),
             )
-            .await?;
-        let Some(made) = offer else {
-            // Riders who let an earlier offer lapse may take it now.
-            lapsed.clear();
-            let pause = Duration::from_millis(poll_ms.min(deadline - now).max(1) as u64);
-            if v2 {
-                timer_or(ctx, pause, "no free rider: look again", |s| s.is_terminal()).await;
-            } else {
-                ctx.timer(summarized(pause, "no free rider: look again", None))
-                    .await;
+            .await;
+        let made = match offer {
+            Ok(Some(made)) => made,
+            other => {
+                ctx.state_mut(|s| s.offering = false);
+                other?;
+                // Nobody free. Riders who let an earlier offer lapse may take it now.
+                lapsed.clear();
+                let pause = Duration::from_millis(poll_ms.min(deadline - now).max(1) as u64);
+                if v2 {
+                    timer_or(ctx, pause, "no free rider: look again", |s| s.is_terminal()).await;
+                } else {
+                    ctx.timer(summarized(pause, "no free rider: look again", None))
+                        .await;
+                }
+                continue;
             }
-            continue;
         };
+        // One step records the offer and ends `offering`: a rider's answer that
+        // waited for the choice finds the offer in place.
         ctx.state_mut(|s| {
+            s.offering = false;
             s.offer = Some(LiveOffer {
                 rider_id: made.rider_id.clone(),
                 distance_m: made.distance_m,
