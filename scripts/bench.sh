@@ -57,6 +57,7 @@ if [ -z "${BENCH_URL:-}" ]; then
   unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS
   export RUST_LOG=${RUST_LOG:-warn}
   export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
+  export BAEDAL_DEMO=1
   export BAEDAL_DEMO_RIDERS=$BENCH_RIDERS
   start_temporal_dev - "$temporal_port" "$ui_port" headless
   temporal_pid=${PIDS[-1]}

@@ -51,6 +51,9 @@ build=(cargo build --bin baedal-api --bin baedal-worker --bin baedal-paysim)
 "${build[@]}"
 ensure_temporal
 
+# The demo accounts, shops and riders (BAEDAL_DEMO=0 starts with none).
+export BAEDAL_DEMO=${BAEDAL_DEMO:-1}
+
 temporal_ui="(external Temporal at ${TEMPORAL_ADDRESS:-}: see its own Web UI)"
 if [ -z "${TEMPORAL_ADDRESS:-}" ]; then
   start_temporal_dev data/temporal.db 7233 8233
@@ -65,7 +68,7 @@ cat >&2 <<MSG
     API docs         http://$HTTP_ADDR/api/docs
     Temporal Web UI  $temporal_ui
     payment gateway  $PAYMENT_GATEWAY_URL
-  demo logins (password demo): customer1 customer2 owner1 owner2 rider1..rider${BAEDAL_DEMO_RIDERS:-6}
+$(if [ "$BAEDAL_DEMO" = 1 ]; then echo "  demo logins (password demo): customer1 customer2 owner1 owner2 rider1..rider${BAEDAL_DEMO_RIDERS:-6}"; fi)
   Ctrl-C stops everything.
 
 MSG

@@ -22,6 +22,11 @@ pub struct Config {
     pub rider_offer_timeout: Duration,
     pub rider_search_timeout: Duration,
     pub contexts: Vec<Context>,
+    /// `BAEDAL_DEMO=1`: seed the demo accounts, shops and riders (SPEC §3).
+    pub demo: bool,
+    /// `BAEDAL_DEMO_PUBLIC=1`: demo mode may listen on an address other than
+    /// loopback (its accounts share a published password).
+    pub demo_public: bool,
     /// How many demo riders are seeded (rider1..riderN); the benchmark raises it.
     pub demo_riders: u32,
     pub token_ttl: Duration,
@@ -59,6 +64,13 @@ impl Config {
                     .with_context(|| format!("{key}={v:?} is not a whole number")),
             }
         };
+        let flag = |key: &str| -> anyhow::Result<bool> {
+            match get(key).as_deref().map(str::trim) {
+                None | Some("0") | Some("false") => Ok(false),
+                Some("1") | Some("true") => Ok(true),
+                Some(v) => bail!("{key}={v:?}: expected 1 or 0"),
+            }
+        };
         let contexts = match get("BAEDAL_CONTEXTS") {
             None => Context::ALL.to_vec(),
             Some(list) => parse_contexts(&list)?,
@@ -81,11 +93,38 @@ impl Config {
             rider_offer_timeout: dur("RIDER_OFFER_TIMEOUT", "30s")?,
             rider_search_timeout: dur("RIDER_SEARCH_TIMEOUT", "5m")?,
             contexts,
+            demo: flag("BAEDAL_DEMO")?,
+            demo_public: flag("BAEDAL_DEMO_PUBLIC")?,
             demo_riders: num("BAEDAL_DEMO_RIDERS", 6)?.clamp(1, 10_000) as u32,
             token_ttl: dur("AUTH_TOKEN_TTL", "12h")?,
             reconcile_interval: dur("RECONCILE_INTERVAL", "5m")?,
             reconcile_min_age: dur("RECONCILE_MIN_AGE", "2m")?,
         })
+    }
+
+    /// Demo mode's accounts share a published password: it listens on loopback
+    /// only, unless `BAEDAL_DEMO_PUBLIC=1` says the exposure is meant.
+    pub fn check_demo_exposure(&self) -> anyhow::Result<()> {
+        if !self.demo || self.demo_public {
+            return Ok(());
+        }
+        let host = self
+            .http_addr
+            .rsplit_once(':')
+            .map_or(self.http_addr.as_str(), |(h, _)| h)
+            .trim_matches(|c| c == '[' || c == ']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            bail!(
+                "BAEDAL_DEMO=1 seeds accounts whose password is published; HTTP_ADDR={} is not \
+                 a loopback address: set BAEDAL_DEMO_PUBLIC=1 if that is meant",
+                self.http_addr
+            );
+        }
+        Ok(())
     }
 
     pub fn queues(&self) -> Queues {
@@ -203,5 +242,36 @@ mod tests {
         let e = cfg(&[("BAEDAL_CONTEXTS", "order,kitchen")]).unwrap_err();
         assert!(e.to_string().contains("kitchen"));
         assert!(cfg(&[("DATABASE_URL", "mysql://x")]).is_err());
+        let e = cfg(&[("BAEDAL_DEMO", "yes")]).unwrap_err();
+        assert!(e.to_string().contains("BAEDAL_DEMO"));
+    }
+
+    #[test]
+    fn demo_mode_is_off_by_default_and_loopback_only_unless_made_public() {
+        let c = cfg(&[]).unwrap();
+        assert!(!c.demo);
+        assert!(c.check_demo_exposure().is_ok());
+        for addr in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+            let c = cfg(&[("BAEDAL_DEMO", "1"), ("HTTP_ADDR", addr)]).unwrap();
+            assert!(c.demo);
+            assert!(c.check_demo_exposure().is_ok(), "{addr}");
+        }
+        for addr in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.1.2.3:80",
+            "api.example:8080",
+        ] {
+            let c = cfg(&[("BAEDAL_DEMO", "1"), ("HTTP_ADDR", addr)]).unwrap();
+            let e = c.check_demo_exposure().unwrap_err();
+            assert!(e.to_string().contains("BAEDAL_DEMO_PUBLIC"), "{addr}: {e}");
+            let c = cfg(&[
+                ("BAEDAL_DEMO", "1"),
+                ("BAEDAL_DEMO_PUBLIC", "1"),
+                ("HTTP_ADDR", addr),
+            ])
+            .unwrap();
+            assert!(c.check_demo_exposure().is_ok(), "{addr}");
+        }
     }
 }

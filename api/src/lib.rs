@@ -79,7 +79,7 @@ pub struct AppState {
 
 impl AppState {
     /// Opens every context's store (the gateway serves all read models), seeds the
-    /// demo data, and connects to Temporal.
+    /// demo data in demo mode (`BAEDAL_DEMO=1`), and connects to Temporal.
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
         let d = &cfg.database;
         let dbs = Dbs {
@@ -90,8 +90,12 @@ impl AppState {
             delivery: db::open(d, "delivery", &delivery::MIGRATOR).await?,
             notification: db::open(d, "notification", &notification::MIGRATOR).await?,
         };
-        identity::seed_demo(&dbs.identity, cfg.demo_riders).await?;
-        delivery::seed_demo(&dbs.delivery, cfg.demo_riders).await?;
+        cfg.check_demo_exposure()?;
+        if cfg.demo {
+            identity::seed_demo(&dbs.identity, cfg.demo_riders).await?;
+            shop::seed_demo(&dbs.shop).await?;
+            delivery::seed_demo(&dbs.delivery, cfg.demo_riders).await?;
+        }
         let keys = Keys::new(
             &identity::signing_key(&dbs.identity).await?,
             cfg.token_ttl.as_secs(),

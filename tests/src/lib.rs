@@ -221,6 +221,8 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
     );
     env.insert("PAYMENT_GATEWAY_URL".into(), format!("http://{sim_addr}"));
     env.insert("PAYMENT_TIMEOUT_MS".into(), "1000".into());
+    // The tests log in as the demo accounts (SPEC §3).
+    env.insert("BAEDAL_DEMO".into(), "1".into());
     if opts.postgres {
         env.insert("DATABASE_URL".into(), fresh_postgres_database().await);
     }

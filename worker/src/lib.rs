@@ -82,7 +82,9 @@ pub async fn run(
             }
             Context::Delivery => {
                 let db = db::open(&cfg.database, name, &delivery::MIGRATOR).await?;
-                delivery::seed_demo(&db, cfg.demo_riders).await?;
+                if cfg.demo {
+                    delivery::seed_demo(&db, cfg.demo_riders).await?;
+                }
                 WorkerOptions::new(cfg.queues().delivery)
                     .register_activities(delivery::DeliveryContext { db })
                     .build()

@@ -35,20 +35,34 @@ pub async fn seed_demo(db: &Db, riders: u32) -> anyhow::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    // Every demo account shares one password; hash it once (argon2 is slow on purpose).
-    let hash = hash_password(DEMO_PASSWORD)?;
+    // One hash (and so one salt) per account, even though they share the demo
+    // password: a cracked hash must not open every account. Argon2 is slow on
+    // purpose, so the hashes are made off the async runtime, a core each.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut hashed = Vec::with_capacity(missing.len());
+    for chunk in missing.chunks(missing.len().div_ceil(cores)) {
+        let chunk = chunk.to_vec();
+        hashed.push(tokio::task::spawn_blocking(move || {
+            chunk
+                .into_iter()
+                .map(|(id, role, shop)| Ok((id, role, shop, hash_password(DEMO_PASSWORD)?)))
+                .collect::<anyhow::Result<Vec<_>>>()
+        }));
+    }
     let mut tx = db.begin().await?;
-    for (id, role, shop) in missing {
-        sqlx::query(
-            "INSERT INTO users (id, password_hash, role, shop_id) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(&hash)
-        .bind(role)
-        .bind(shop.map(str::to_string))
-        .execute(&mut *tx)
-        .await?;
+    for chunk in hashed {
+        for (id, role, shop, hash) in chunk.await?? {
+            sqlx::query(
+                "INSERT INTO users (id, password_hash, role, shop_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(hash)
+            .bind(role)
+            .bind(shop.map(str::to_string))
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     tx.commit().await?;
     Ok(())

@@ -30,6 +30,12 @@ pub struct MenuItem {
     pub price: i64,
 }
 
+/// Demo mode's shops and menus (`BAEDAL_DEMO=1`).
+pub async fn seed_demo(db: &Db) -> anyhow::Result<()> {
+    sqlx::raw_sql(include_str!("demo.sql")).execute(db).await?;
+    Ok(())
+}
+
 pub async fn list_shops(db: &Db) -> anyhow::Result<Vec<Shop>> {
     Ok(
         sqlx::query_as("SELECT id, name, lat, lon, owner_id FROM shops ORDER BY position, id")
