@@ -9,6 +9,7 @@ pub mod geo;
 pub mod identity;
 pub mod notification;
 pub mod order;
+pub mod page;
 pub mod payment;
 pub mod shop;
 pub mod time;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 mod orders;
+pub mod paging;
 mod rider;
 mod shop_orders;
 mod web;
@@ -368,11 +369,14 @@ async fn menu(
     path = "/notifications",
     tags = ["customer", "owner", "rider"],
     operation_id = "listNotifications",
-    description = "The KakaoTalk-style messages sent to the caller (any role), oldest first: \
-                   one per status change of each order the caller takes part in.",
+    description = "The KakaoTalk-style messages sent to the caller (any role), newest first, \
+                   a page at a time: one per status change of each order the caller takes part in.",
+    params(paging::PageParams),
     security(("bearerAuth" = [])),
     responses(
-        (status = 200, description = "Messages sent to the caller", body = Vec<openapi::Notification>),
+        (status = 200, description = "Messages sent to the caller", body = Vec<openapi::Notification>, headers(("Link" = String, description = "`<…>; rel=\"next\"`: the next page, when more items follow"))),
+        (status = 400, response = openapi::BadRequest),
+        (status = 422, response = openapi::Unprocessable),
         (status = 401, response = openapi::Unauthorized),
         (status = 500, response = openapi::Internal),
     ),
@@ -380,10 +384,10 @@ async fn menu(
 async fn notifications(
     State(st): State<AppState>,
     user: AuthUser,
-) -> ApiResult<axum::Json<Vec<Value>>> {
-    Ok(axum::Json(
-        notification::feed(&st.dbs.notification, &user.0.sub).await?,
-    ))
+    paging: paging::Paging,
+) -> ApiResult<Response> {
+    let page = notification::feed(&st.dbs.notification, &user.0.sub, &paging.request).await?;
+    Ok(paging.respond(page))
 }
 
 /// Temporal did not answer (down, restarting, overloaded): the caller may retry,

@@ -4,6 +4,7 @@ use crate::act::{Action, Answer, act};
 use crate::domain::{Id, PlaceOrder};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, Body, IdempotencyKey, Path};
+use crate::paging::Paging;
 use crate::{AppState, temporal_unreachable};
 use axum::Json;
 use axum::extract::State;
@@ -328,20 +329,26 @@ impl IntoResponse for Placed {
     path = "/orders",
     tag = "customer",
     operation_id = "listOrders",
-    description = "The caller's orders (customer read model), newest first.",
+    description = "The caller's orders (customer read model), newest first, a page at a time.",
+    params(crate::paging::PageParams),
     security(("bearerAuth" = [])),
     responses(
-        (status = 200, description = "The caller's orders", body = Vec<crate::openapi::OrderInfo>),
+        (status = 200, description = "The caller's orders", body = Vec<crate::openapi::OrderInfo>, headers(("Link" = String, description = "`<…>; rel=\"next\"`: the next page, when more items follow"))),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
+        (status = 422, response = crate::openapi::Unprocessable),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]
-pub async fn list(State(st): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Value>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    user: AuthUser,
+    paging: Paging,
+) -> ApiResult<Response> {
     let me = user.require("customer")?;
-    Ok(Json(
-        order::list_for_customer(&st.dbs.order, &me.sub).await?,
-    ))
+    let page = order::list_for_customer(&st.dbs.order, &me.sub, &paging.request).await?;
+    Ok(paging.respond(page))
 }
 
 /// The caller's order, or 404 (another tenant's order is indistinguishable from none).

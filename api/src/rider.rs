@@ -5,6 +5,8 @@ use crate::act::{Action, Answer, act};
 use crate::domain::{Id, LatLon};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, Body, IdempotencyKey, Path};
+use crate::paging::Paging;
+use axum::response::Response;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -78,20 +80,26 @@ pub async fn offers(State(st): State<AppState>, user: AuthUser) -> ApiResult<Jso
     path = "/rider/deliveries",
     tag = "rider",
     operation_id = "listDeliveries",
-    description = "Deliveries assigned to the caller (rider read model), most recently changed first.",
+    description = "Deliveries assigned to the caller (rider read model), newest order first, a page at a time.",
+    params(crate::paging::PageParams),
     security(("bearerAuth" = [])),
     responses(
-        (status = 200, description = "The caller's deliveries", body = Vec<crate::openapi::DeliveryInfo>),
+        (status = 200, description = "The caller's deliveries", body = Vec<crate::openapi::DeliveryInfo>, headers(("Link" = String, description = "`<…>; rel=\"next\"`: the next page, when more items follow"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 422, response = crate::openapi::Unprocessable),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]
-pub async fn deliveries(State(st): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Value>>> {
+pub async fn deliveries(
+    State(st): State<AppState>,
+    user: AuthUser,
+    paging: Paging,
+) -> ApiResult<Response> {
     let me = user.require("rider")?;
-    Ok(Json(
-        delivery::deliveries_for(&st.dbs.delivery, &me.sub).await?,
-    ))
+    let page = delivery::deliveries_for(&st.dbs.delivery, &me.sub, &paging.request).await?;
+    Ok(paging.respond(page))
 }
 
 /// The caller holds a live offer of this order (409 otherwise: expired or taken).

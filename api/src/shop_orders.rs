@@ -5,6 +5,8 @@ use crate::act::{Action, Answer, act};
 use crate::domain::{CookMinutes, Id, text};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, Body, IdempotencyKey, Path, Query};
+use crate::paging::Paging;
+use axum::response::Response;
 use axum::Json;
 use axum::extract::State;
 use baedal_activities::shop;
@@ -30,12 +32,16 @@ fn my_shop(user: &AuthUser) -> ApiResult<String> {
     path = "/shop/orders",
     tag = "owner",
     operation_id = "listShopOrders",
-    description = "The paid orders of the caller's own shop (owner read model), oldest first, \
-                   optionally only those in one status.",
-    params(("status" = Option<crate::openapi::OrderStatus>, Query, description = "Only orders in this status")),
+    description = "The paid orders of the caller's own shop (owner read model), newest first, \
+                   a page at a time, optionally only those in one status.",
+    params(
+        ("status" = Option<crate::openapi::OrderStatus>, Query, description = "Only orders in this status"),
+        crate::paging::PageParams,
+    ),
     security(("bearerAuth" = [])),
     responses(
-        (status = 200, description = "The shop's orders", body = Vec<crate::openapi::OrderDtl>),
+        (status = 200, description = "The shop's orders", body = Vec<crate::openapi::OrderDtl>, headers(("Link" = String, description = "`<…>; rel=\"next\"`: the next page, when more items follow"))),
+        (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 422, response = crate::openapi::Unprocessable),
@@ -46,7 +52,8 @@ pub async fn list(
     State(st): State<AppState>,
     user: AuthUser,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Vec<Value>>> {
+    paging: Paging,
+) -> ApiResult<Response> {
     let shop_id = my_shop(&user)?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -56,9 +63,8 @@ pub async fn list(
                 .as_str(),
         ),
     };
-    Ok(Json(
-        shop::list_orders(&st.dbs.shop, &shop_id, status).await?,
-    ))
+    let page = shop::list_orders(&st.dbs.shop, &shop_id, status, &paging.request).await?;
+    Ok(paging.respond(page))
 }
 
 /// The order, if it belongs to the caller's shop (404 otherwise: never another's data).

@@ -168,13 +168,15 @@ async fn happy_path_reaches_delivered_with_the_exact_history() {
             },
         )
         .await;
-    let mine: Vec<_> = feed
+    // The feed is newest first: the history read backwards.
+    let mut mine: Vec<_> = feed
         .as_array()
         .unwrap()
         .iter()
         .filter(|n| n["orderId"] == id.as_str())
         .map(|n| n["status"].as_str().unwrap().to_string())
         .collect();
+    mine.reverse();
     assert_eq!(mine, statuses(&order));
     s.eventually("/api/notifications", &owner, Duration::from_secs(20), |f| {
         f.as_array()

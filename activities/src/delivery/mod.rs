@@ -3,6 +3,7 @@
 //! model, DeliveryInfo.
 
 use crate::db::Db;
+use crate::page::{Cursor, Page, PageRequest};
 use crate::geo::distance_m;
 use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
@@ -95,16 +96,30 @@ pub async fn has_live_offer(db: &Db, rider: &str, order_id: &str) -> anyhow::Res
     Ok(row.is_some())
 }
 
-pub async fn deliveries_for(db: &Db, rider: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT doc FROM delivery_info WHERE rider_id = $1 ORDER BY updated_at DESC, order_id",
+/// The rider's deliveries, newest order first.
+pub async fn deliveries_for(
+    db: &Db,
+    rider: &str,
+    page: &PageRequest,
+) -> anyhow::Result<Page<serde_json::Value>> {
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT doc, placed_at, order_id FROM delivery_info
+         WHERE rider_id = $1 AND (placed_at, order_id) < ($2, $3)
+         ORDER BY placed_at DESC, order_id DESC LIMIT $4",
     )
     .bind(rider)
+    .bind(page.after.at)
+    .bind(&page.after.id)
+    .bind(page.fetch())
     .fetch_all(db)
     .await?;
-    rows.into_iter()
-        .map(|(d,)| Ok(serde_json::from_str(&d)?))
-        .collect()
+    page.page(rows, |(_, at, id)| Cursor {
+        at: *at,
+        seq: 0,
+        id: id.clone(),
+    })
+    .try_map(|(d, _, _)| serde_json::from_str(&d))
+    .map_err(Into::into)
 }
 
 pub async fn find_delivery(
@@ -266,8 +281,8 @@ impl DeliveryContext {
         };
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "INSERT INTO delivery_info (order_id, rider_id, status, doc, version, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO delivery_info (order_id, rider_id, status, doc, version, updated_at, placed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
                  version = excluded.version, updated_at = excluded.updated_at
              WHERE delivery_info.version < excluded.version",
@@ -278,6 +293,7 @@ impl DeliveryContext {
         .bind(delivery_info(&order).to_string())
         .bind(order.version as i64)
         .bind(now_ms())
+        .bind(order.history.first().map_or(0, |h| h.at))
         .execute(&mut *tx)
         .await?;
         if order.status.is_terminal() {

@@ -3,6 +3,7 @@
 //! there by a relay that retries until accepted (at least once, with a dedupe key).
 
 use crate::db::Db;
+use crate::page::{Cursor, Page, PageRequest};
 use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
 use baedal_workflows::{Announcement, OrderSnapshot, OrderStatus};
@@ -78,23 +79,44 @@ fn format_krw(v: i64) -> String {
 
 #[derive(FromRow)]
 struct FeedRow {
+    dedupe_key: String,
     order_id: String,
     status: String,
     text: String,
     at: i64,
+    seq: i64,
 }
 
-pub async fn feed(db: &Db, recipient: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+pub async fn feed(
+    db: &Db,
+    recipient: &str,
+    page: &PageRequest,
+) -> anyhow::Result<Page<serde_json::Value>> {
     let rows: Vec<FeedRow> = sqlx::query_as(
-        "SELECT order_id, status, text, at FROM notifications WHERE recipient = $1 ORDER BY at, seq",
+        "SELECT dedupe_key, order_id, status, text, at, seq FROM notifications
+         WHERE recipient = $1 AND (at, seq, dedupe_key) < ($2, $3, $4)
+         ORDER BY at DESC, seq DESC, dedupe_key DESC LIMIT $5",
     )
     .bind(recipient)
+    .bind(page.after.at)
+    .bind(page.after.seq)
+    .bind(&page.after.id)
+    .bind(page.fetch())
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| json!({"orderId": r.order_id, "status": r.status, "text": r.text, "at": rfc3339(r.at)}))
-        .collect())
+    let page = page.page(rows, |r| Cursor {
+        at: r.at,
+        seq: r.seq,
+        id: r.dedupe_key.clone(),
+    });
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|r| json!({"orderId": r.order_id, "status": r.status, "text": r.text, "at": rfc3339(r.at)}))
+            .collect(),
+        next: page.next,
+    })
 }
 
 pub struct NotificationContext {

@@ -8,6 +8,7 @@ pub use keys::{ActionKey, KeyedAction, Placement};
 pub mod reconcile;
 
 use crate::db::Db;
+use crate::page::{Cursor, Page, PageRequest};
 use crate::time::rfc3339;
 use baedal_workflows::OrderSnapshot;
 use baedal_workflows::activities::def;
@@ -39,16 +40,26 @@ pub fn order_info(o: &OrderSnapshot) -> serde_json::Value {
 pub async fn list_for_customer(
     db: &Db,
     customer_id: &str,
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT doc FROM order_info WHERE customer_id = $1 ORDER BY placed_at DESC, order_id",
+    page: &PageRequest,
+) -> anyhow::Result<Page<serde_json::Value>> {
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT doc, placed_at, order_id FROM order_info
+         WHERE customer_id = $1 AND (placed_at, order_id) < ($2, $3)
+         ORDER BY placed_at DESC, order_id DESC LIMIT $4",
     )
     .bind(customer_id)
+    .bind(page.after.at)
+    .bind(&page.after.id)
+    .bind(page.fetch())
     .fetch_all(db)
     .await?;
-    rows.into_iter()
-        .map(|(d,)| Ok(serde_json::from_str(&d)?))
-        .collect()
+    page.page(rows, |(_, at, id)| Cursor {
+        at: *at,
+        seq: 0,
+        id: id.clone(),
+    })
+    .try_map(|(d, _, _)| serde_json::from_str(&d))
+    .map_err(Into::into)
 }
 
 /// One order with its owner (customer id), for the tenant check.

@@ -1,6 +1,7 @@
 //! Shop context: the catalogue (shops, menus) and the owner's read model, OrderDtl.
 
 use crate::db::Db;
+use crate::page::{Cursor, Page, PageRequest};
 use crate::time::rfc3339;
 use baedal_workflows::OrderSnapshot;
 use baedal_workflows::activities::def;
@@ -80,31 +81,34 @@ pub fn order_dtl(o: &OrderSnapshot) -> serde_json::Value {
     })
 }
 
+/// The shop's orders, newest first, optionally of one status.
 pub async fn list_orders(
     db: &Db,
     shop_id: &str,
     status: Option<&str>,
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let rows: Vec<(String,)> = match status {
-        Some(st) => {
-            sqlx::query_as(
-                "SELECT doc FROM order_dtl WHERE shop_id = $1 AND status = $2 ORDER BY placed_at, order_id",
-            )
-            .bind(shop_id)
-            .bind(st)
-            .fetch_all(db)
-            .await?
-        }
-        None => {
-            sqlx::query_as("SELECT doc FROM order_dtl WHERE shop_id = $1 ORDER BY placed_at, order_id")
-                .bind(shop_id)
-                .fetch_all(db)
-                .await?
-        }
-    };
-    rows.into_iter()
-        .map(|(doc,)| Ok(serde_json::from_str(&doc)?))
-        .collect()
+    page: &PageRequest,
+) -> anyhow::Result<Page<serde_json::Value>> {
+    let status = status.unwrap_or_default();
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT doc, placed_at, order_id FROM order_dtl
+         WHERE shop_id = $1 AND ($2 = '' OR status = $3) AND (placed_at, order_id) < ($4, $5)
+         ORDER BY placed_at DESC, order_id DESC LIMIT $6",
+    )
+    .bind(shop_id)
+    .bind(status)
+    .bind(status)
+    .bind(page.after.at)
+    .bind(&page.after.id)
+    .bind(page.fetch())
+    .fetch_all(db)
+    .await?;
+    page.page(rows, |(_, at, id)| Cursor {
+        at: *at,
+        seq: 0,
+        id: id.clone(),
+    })
+    .try_map(|(doc, _, _)| serde_json::from_str(&doc))
+    .map_err(Into::into)
 }
 
 pub async fn find_order(
