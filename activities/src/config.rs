@@ -30,6 +30,12 @@ pub struct Config {
     /// How many demo riders are seeded (rider1..riderN); the benchmark raises it.
     pub demo_riders: u32,
     pub token_ttl: Duration,
+    /// Failed logins of one account within a minute before it answers 429.
+    pub login_failures_per_account: u32,
+    /// Failed logins from one client address within a minute before it answers 429.
+    pub login_failures_per_address: u32,
+    /// Declined payments of one card within ten minutes before it answers 429.
+    pub declines_per_card: u32,
     /// How often the payment reconciliation runs (a Temporal Schedule).
     pub reconcile_interval: Duration,
     /// Charges younger than this are left to their own order's saga.
@@ -97,6 +103,11 @@ impl Config {
             demo_public: flag("BAEDAL_DEMO_PUBLIC")?,
             demo_riders: num("BAEDAL_DEMO_RIDERS", 6)?.clamp(1, 10_000) as u32,
             token_ttl: dur("AUTH_TOKEN_TTL", "12h")?,
+            login_failures_per_account: num("LOGIN_FAILURES_PER_ACCOUNT", 5)?.clamp(1, 1_000_000)
+                as u32,
+            login_failures_per_address: num("LOGIN_FAILURES_PER_ADDRESS", 20)?
+                .clamp(1, 1_000_000) as u32,
+            declines_per_card: num("PAYMENT_DECLINES_PER_CARD", 5)?.clamp(1, 1_000_000) as u32,
             reconcile_interval: dur("RECONCILE_INTERVAL", "5m")?,
             reconcile_min_age: dur("RECONCILE_MIN_AGE", "2m")?,
         })

@@ -10,7 +10,7 @@
 use crate::AppState;
 use crate::domain::{Id, unprintable};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Body;
+use crate::extract::{Body, ClientAddr};
 use axum::Json;
 use axum::extract::State;
 use baedal_activities::identity;
@@ -79,25 +79,50 @@ pub struct Login {
         (status = 200, description = "A token for the user's role", body = crate::openapi::LoginResponse),
         crate::openapi::BodyRefusals,
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]
-pub async fn login(State(st): State<AppState>, Body(l): Body<Login>) -> ApiResult<Json<Value>> {
+pub async fn login(
+    State(st): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Body(l): Body<Login>,
+) -> ApiResult<Json<Value>> {
     let wrong = || ApiError::Unauthorized("wrong username or password".into());
+    let throttles = &st.throttles;
+    let account = l.username.trim().to_lowercase();
+    let closed = client
+        .and_then(|ip| throttles.login_address.closed_for(&ip))
+        .or_else(|| throttles.login_account.closed_for(&account));
+    if let Some(wait) = closed {
+        return Err(ApiError::TooManyRequests(
+            "too many failed logins; wait before trying again".into(),
+            wait,
+        ));
+    }
+    let failed = || {
+        throttles.login_account.failed(&account);
+        if let Some(ip) = client {
+            throttles.login_address.failed(&ip);
+        }
+        wrong()
+    };
     // Credentials no account can have are refused like a wrong password, before
     // the store is asked (Postgres refuses NUL in text). Looked at before the
     // trim, as every text field is: "name\n" is not "name".
     if unprintable(&l.username).is_some() || !possible_password(&l.password) {
-        return Err(wrong());
+        return Err(failed());
     }
     let username = l.username.trim();
     if !Id::possible(username) {
-        return Err(wrong());
+        return Err(failed());
     }
     let db = st.dbs.identity.clone();
-    let user = identity::verify_login(&db, username, &l.password)
-        .await?
-        .ok_or_else(wrong)?;
+    let user = {
+        let _hashing = st.hashing.acquire().await.map_err(anyhow::Error::from)?;
+        identity::verify_login(&db, username, &l.password).await?
+    };
+    let user = user.ok_or_else(failed)?;
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(anyhow::Error::from)?

@@ -180,6 +180,11 @@ pub struct PlaceOrder {
 }
 
 impl PlaceOrder {
+    /// The card paid with (its gateway token), which the decline limit counts.
+    pub fn card(&self) -> &str {
+        &self.payment_token
+    }
+
     /// At most this many different items per order.
     pub const MAX_ITEMS: usize = 50;
 

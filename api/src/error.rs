@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A dependency (Temporal) is unreachable for now; nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many tries of this kind for now (failed logins, declined payments).
+    #[error("{0}")]
+    TooManyRequests(String, Duration),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -88,6 +91,11 @@ impl ApiError {
                 "unavailable",
                 "Temporarily unavailable, please try again shortly",
             ),
+            ApiError::TooManyRequests(..) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many tries, wait before trying again",
+            ),
             ApiError::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
@@ -141,6 +149,10 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::PaymentUnavailable(_, retry) => Some(retry.as_secs().max(1)),
             ApiError::Unavailable(_) => Some(2),
+            // Rounded up: a client that waits exactly this long is let in.
+            ApiError::TooManyRequests(_, wait) => {
+                Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
             _ => None,
         };
         if let Some(secs) = retry_after {

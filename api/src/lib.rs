@@ -12,6 +12,7 @@ mod orders;
 pub mod paging;
 mod rider;
 mod shop_orders;
+pub mod throttle;
 mod web;
 
 use anyhow::Context as _;
@@ -76,6 +77,9 @@ pub struct AppState {
     pub dbs: Dbs,
     pub breaker: Arc<Breaker>,
     pub keys: Keys,
+    pub throttles: Arc<throttle::Throttles>,
+    /// Password hashes checked at once (argon2 takes a core and ~19 MiB each).
+    pub hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -107,7 +111,12 @@ impl AppState {
             cfg.breaker_cooldown,
         ));
         let temporal = baedal_worker::connect(&cfg).await?;
+        // Made now, so the first login of an unknown name takes no longer than any.
+        tokio::task::spawn_blocking(identity::stand_in_hash).await?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(AppState {
+            throttles: Arc::new(throttle::Throttles::new(&cfg)),
+            hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
             cfg: Arc::new(cfg),
             temporal,
             dbs,
@@ -273,7 +282,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
+    // The peer's address is what the login throttle counts per client.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")

@@ -207,6 +207,10 @@ problem_responses! {
     NotFound => "No such resource for the caller (another tenant's looks the same as none).";
     Conflict => "Not allowed in the order's current state (e.g. already accepted, offer expired or taken).";
     PayloadTooLarge => "The body is over 64 KiB.";
+    TooManyRequests => "Too many failed tries of this kind for now (wrong passwords for this account \
+        or from this address; declined payments of this card); nothing was done, try again after \
+        `Retry-After` seconds.",
+        header "Retry-After": "Seconds to wait before trying again.";
     UnsupportedMediaType => "The body is not sent as `Content-Type: application/json`.";
     Unprocessable => "The body has the wrong shape, unknown fields or values out of range; or the \
         `Idempotency-Key` was already used for another order, action or body.";

@@ -92,6 +92,7 @@ pub(crate) struct AddressBody {
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 402, response = crate::openapi::PaymentDeclined),
         (status = 403, response = crate::openapi::Forbidden),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::Internal),
         (status = 503, response = crate::openapi::PaymentUnavailable),
     ),
@@ -124,7 +125,19 @@ pub async fn place(
             Keyed::Place(order_id) => order_id,
         },
     };
+    // A card declined again and again is not tried any more for a while: each
+    // try starts an order's workflow and asks the gateway.
+    let declines = &st.throttles.declines_per_card;
+    if let Some(wait) = declines.closed_for(&order.card().to_string()) {
+        return Err(ApiError::TooManyRequests(
+            "this card was declined too often; wait before paying with it again".into(),
+            wait,
+        ));
+    }
     let outcome = start_order(&st, order.request(&order_id, &customer, &st.cfg)).await?;
+    if matches!(outcome, PlaceOutcome::Declined { .. }) {
+        declines.failed(&order.card().to_string());
+    }
     Ok(Placed { order_id, outcome })
 }
 

@@ -205,16 +205,25 @@ async fn menu_of_impossible_shop_is_not_found(s: Stack) {
     }
 }
 
-fn on_postgres() -> StackOptions {
-    StackOptions {
-        postgres: true,
+/// Every bad login below is a failure the login throttle counts; this test is
+/// about each one's answer, so the throttle is set wide (abuse_limits.rs tests it).
+fn wide_throttle(postgres: bool) -> StackOptions {
+    let mut opts = StackOptions {
+        postgres,
         ..Default::default()
-    }
+    };
+    opts.env.push(("LOGIN_FAILURES_PER_ACCOUNT", "1000".into()));
+    opts.env.push(("LOGIN_FAILURES_PER_ADDRESS", "1000".into()));
+    opts
+}
+
+fn on_postgres() -> StackOptions {
+    wide_throttle(true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_input_is_refused_on_sqlite() {
-    refuses_unsafe_input(spawn_stack().await).await;
+    refuses_unsafe_input(spawn_stack_with(wide_throttle(false)).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

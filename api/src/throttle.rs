@@ -1,0 +1,116 @@
+//! Abuse limits: how many failed logins per account and per client address, and
+//! how many declined payments per card, before the next try answers 429 with
+//! `Retry-After`. Counted with `governor`'s keyed GCRA limiters, in this
+//! process's memory (each gateway process counts on its own).
+//!
+//! Only failures count, so an honest user who logs in often is never held up:
+//! each failure takes a cell of its key's quota; the failure that finds the
+//! quota spent closes the key until the quota has a cell again, and every try
+//! meanwhile answers 429 before any work is done.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failures of one kind per key, and the keys closed for now.
+pub struct FailureLimit<K: Hash + Eq + Clone> {
+    quota: DefaultKeyedRateLimiter<K>,
+    closed: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K: Hash + Eq + Clone> FailureLimit<K> {
+    /// `burst` failures at once, then one more every `period / burst`.
+    pub fn new(burst: u32, period: Duration) -> Self {
+        let burst = NonZeroU32::new(burst.max(1)).unwrap();
+        let per_cell = (period / burst.get()).max(Duration::from_millis(1));
+        let quota = Quota::with_period(per_cell).unwrap().allow_burst(burst);
+        FailureLimit {
+            quota: RateLimiter::keyed(quota),
+            closed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long `key` stays closed, if it is.
+    pub fn closed_for(&self, key: &K) -> Option<Duration> {
+        let mut closed = self.closed.lock().unwrap();
+        let now = Instant::now();
+        match closed.get(key) {
+            Some(until) if *until > now => Some(*until - now),
+            Some(_) => {
+                closed.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Counts one failure of `key`; closes it when its quota is spent.
+    pub fn failed(&self, key: &K) {
+        if let Err(not_until) = self.quota.check_key(key) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let mut closed = self.closed.lock().unwrap();
+            if closed.len() > 100_000 {
+                // Bounded memory under a flood of distinct keys: forget the expired.
+                let now = Instant::now();
+                closed.retain(|_, until| *until > now);
+                self.quota.retain_recent();
+            }
+            closed.insert(key.clone(), Instant::now() + wait);
+        }
+    }
+}
+
+/// Every limit of the gateway.
+pub struct Throttles {
+    pub login_account: FailureLimit<String>,
+    pub login_address: FailureLimit<IpAddr>,
+    pub declines_per_card: FailureLimit<String>,
+}
+
+impl Throttles {
+    pub fn new(cfg: &baedal_activities::Config) -> Self {
+        let minute = Duration::from_secs(60);
+        Throttles {
+            login_account: FailureLimit::new(cfg.login_failures_per_account, minute),
+            login_address: FailureLimit::new(cfg.login_failures_per_address, minute),
+            declines_per_card: FailureLimit::new(cfg.declines_per_card, 10 * minute),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_closes_after_its_failures_and_only_that_key() {
+        let l = FailureLimit::new(3, Duration::from_secs(60));
+        let (a, b) = ("a".to_string(), "b".to_string());
+        for _ in 0..3 {
+            assert_eq!(l.closed_for(&a), None);
+            l.failed(&a);
+        }
+        // The quota is spent but not yet exceeded: the next failure closes it.
+        assert_eq!(l.closed_for(&a), None);
+        l.failed(&a);
+        let wait = l.closed_for(&a).expect("closed");
+        assert!(wait <= Duration::from_secs(20) && wait > Duration::ZERO, "{wait:?}");
+        assert_eq!(l.closed_for(&b), None);
+    }
+
+    #[test]
+    fn a_closed_key_opens_again_once_a_cell_is_back() {
+        let l = FailureLimit::new(1, Duration::from_millis(50));
+        let k = "k".to_string();
+        l.failed(&k);
+        l.failed(&k);
+        assert!(l.closed_for(&k).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(l.closed_for(&k), None);
+    }
+}
