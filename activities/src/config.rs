@@ -36,6 +36,12 @@ pub struct Config {
     pub login_failures_per_address: u32,
     /// Declined payments of one card within ten minutes before it answers 429.
     pub declines_per_card: u32,
+    /// Event streams one user may hold open at once.
+    pub sse_streams_per_user: usize,
+    /// Event streams one gateway process holds open at once.
+    pub sse_streams_max: usize,
+    /// An event stream ends after this long (the client resumes by `Last-Event-ID`).
+    pub sse_max_lifetime: Duration,
     /// How often the payment reconciliation runs (a Temporal Schedule).
     pub reconcile_interval: Duration,
     /// Charges younger than this are left to their own order's saga.
@@ -108,6 +114,9 @@ impl Config {
             login_failures_per_address: num("LOGIN_FAILURES_PER_ADDRESS", 20)?
                 .clamp(1, 1_000_000) as u32,
             declines_per_card: num("PAYMENT_DECLINES_PER_CARD", 5)?.clamp(1, 1_000_000) as u32,
+            sse_streams_per_user: num("SSE_STREAMS_PER_USER", 5)?.clamp(1, 10_000) as usize,
+            sse_streams_max: num("SSE_STREAMS_MAX", 2000)?.clamp(1, 1_000_000) as usize,
+            sse_max_lifetime: dur("SSE_MAX_LIFETIME", "30m")?,
             reconcile_interval: dur("RECONCILE_INTERVAL", "5m")?,
             reconcile_min_age: dur("RECONCILE_MIN_AGE", "2m")?,
         })

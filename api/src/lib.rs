@@ -12,6 +12,7 @@ mod orders;
 pub mod paging;
 mod rider;
 mod shop_orders;
+pub mod streams;
 pub mod throttle;
 mod web;
 
@@ -80,6 +81,7 @@ pub struct AppState {
     pub throttles: Arc<throttle::Throttles>,
     /// Password hashes checked at once (argon2 takes a core and ~19 MiB each).
     pub hashing: Arc<tokio::sync::Semaphore>,
+    pub streams: Arc<streams::StreamSlots>,
 }
 
 impl AppState {
@@ -117,6 +119,7 @@ impl AppState {
         Ok(AppState {
             throttles: Arc::new(throttle::Throttles::new(&cfg)),
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
+            streams: streams::StreamSlots::new(cfg.sse_streams_per_user, cfg.sse_streams_max),
             cfg: Arc::new(cfg),
             temporal,
             dbs,

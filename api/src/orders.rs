@@ -492,7 +492,10 @@ pub async fn cancel(
     description = "A `text/event-stream` with one event per status change, from the first: each \
                    event's `id` is its index in `history` and its `data` is the OrderInfo JSON with \
                    that change's `status` and an `at` time. The stream ends after `DELIVERED`, \
-                   `REJECTED` or `CANCELLED`. `Last-Event-ID` resumes after that event. Browsers' \
+                   `REJECTED` or `CANCELLED`, and after `SSE_MAX_LIFETIME` (resume by `Last-Event-ID`). \
+                   `Last-Event-ID` resumes after that event (an id past the history resumes at its end). \
+                   Each user may hold `SSE_STREAMS_PER_USER` streams at once and the gateway \
+                   `SSE_STREAMS_MAX`; past that, 429. Browsers' \
                    EventSource cannot send headers, so this call also takes the token as `?token=`.",
     params(
         ("id" = String, Path, description = "The order's id"),
@@ -507,6 +510,7 @@ pub async fn cancel(
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::Internal),
     ),
 )]
@@ -518,11 +522,15 @@ pub async fn events(
 ) -> ApiResult<Response> {
     let id = Id::parse("order", id)?;
     let doc = own_order(&st, &user, &id).await?;
+    let seen = doc["history"].as_array().map_or(0, Vec::len);
+    // Resume after the named event; an id past the history (or too large to
+    // count) resumes at its end, never wraps round to the start.
     let mut next: usize = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .map_or(0, |n| n + 1);
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |n| usize::try_from(n.saturating_add(1)).unwrap_or(usize::MAX))
+        .min(seen);
     let terminal = |status: &Value| {
         status
             .as_str()
@@ -531,12 +539,21 @@ pub async fn events(
     };
     // A client resuming after the final event has seen everything: 204 tells an
     // EventSource to stop reconnecting instead of holding a stream open for nothing.
-    let seen = doc["history"].as_array().map_or(0, Vec::len);
     if terminal(&doc["status"]) && next >= seen {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let slot = st.streams.open(&user.0.sub).map_err(|wait| {
+        ApiError::TooManyRequests(
+            "too many event streams open; close one or wait".into(),
+            wait,
+        )
+    })?;
+    let lifetime = st.cfg.sse_max_lifetime;
     let db = st.dbs.order.clone();
     let stream = async_stream(move |tx| async move {
+        // Held while the stream lives: the caps count it.
+        let _slot = slot;
+        let ends_at = tokio::time::Instant::now() + lifetime;
         // The first round sends from the document already read for the tenant check.
         let mut first = Some(doc);
         loop {
@@ -561,10 +578,15 @@ pub async fn events(
                     return;
                 }
             }
-            if tx.is_closed() {
+            // A final order has nothing more to send, whatever the client resumed from;
+            // a stream that reached its lifetime ends (the client resumes by its id).
+            if terminal(&doc["status"])
+                || tx.is_closed()
+                || tokio::time::Instant::now() >= ends_at
+            {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
     Ok(Sse::new(stream)

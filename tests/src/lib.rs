@@ -814,3 +814,65 @@ pub async fn record_history(s: &Stack, id: &str, name: &str) {
         eprintln!("recorded {path}");
     }
 }
+
+/// Follows an order's event stream from the start: each event's JSON arrives on
+/// the channel, which closes when the server ends the stream.
+pub async fn follow(
+    s: &Stack,
+    path: &str,
+    token: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    follow_from(s, path, token, None).await.expect("a stream")
+}
+
+/// Follows an event stream, resuming after `last_event_id` if given; the
+/// answer's status when it is not a stream.
+pub async fn follow_from(
+    s: &Stack,
+    path: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<Value>, u16> {
+    use futures::StreamExt;
+    let mut req = s.http.get(s.url(path)).bearer_auth(token);
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    let resp = req.send().await.unwrap();
+    if resp.status() != 200 {
+        return Err(resp.status().as_u16());
+    }
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty()
+                    && tx
+                        .send(serde_json::from_str(&data.join("\n")).unwrap())
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The next event of a followed stream, `None` once the server ended it.
+pub async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Option<Value> {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("an event (or the stream's end) within 30 s")
+}

@@ -418,52 +418,6 @@ async fn bad_input_is_a_4xx_problem_and_writes_nothing() {
     assert_eq!(shop_orders[0]["status"], "PAID");
 }
 
-/// Follows an order's event stream: each event's JSON arrives on the channel,
-/// which closes when the server ends the stream.
-async fn follow(s: &Stack, path: &str, token: &str) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
-    use futures::StreamExt;
-    let resp = s
-        .http
-        .get(s.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("text/event-stream"), "{ct}");
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let event: String = buf.drain(..end + 2).collect();
-                let data: Vec<&str> = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                if !data.is_empty()
-                    && tx
-                        .send(serde_json::from_str(&data.join("\n")).unwrap())
-                        .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
-async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Option<Value> {
-    tokio::time::timeout(Duration::from_secs(30), rx.recv())
-        .await
-        .expect("an event within 30 s")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_carries_every_status_change_live_and_ends_with_the_order() {
     let s = spawn_stack().await;

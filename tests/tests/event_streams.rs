@@ -1,0 +1,100 @@
+//! Event streams on the open internet: capped per user and in all, ended at
+//! the order's final status whatever `Last-Event-ID` says (a huge id does not
+//! wrap round and replay everything), and ended after their lifetime.
+
+use baedal_tests::*;
+use serde_json::json;
+
+fn with(pairs: &[(&'static str, &str)]) -> StackOptions {
+    let mut opts = StackOptions::default();
+    for (k, v) in pairs {
+        opts.env.push((k, v.to_string()));
+    }
+    opts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place() {
+    let s = spawn_stack_with(with(&[("SSE_STREAMS_PER_USER", "2")])).await;
+    let customer = s.login("customer1").await;
+    let id = s.place(&customer).await;
+    let path = format!("/api/orders/{id}/events");
+    let first = follow(&s, &path, &customer).await;
+    let _second = follow(&s, &path, &customer).await;
+    let r = s
+        .http
+        .get(s.url(&path))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // Another user is not held up by this one's streams.
+    let other = s.login("customer2").await;
+    let theirs = s.place(&other).await;
+    let _theirs = follow(&s, &format!("/api/orders/{theirs}/events"), &other).await;
+    // The client goes away: its place is free again once the server notices.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match follow_from(&s, &path, &customer, None).await {
+            Ok(_) => break,
+            Err(code) => assert_eq!(code, 429),
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from() {
+    let s = spawn_stack().await;
+    let customer = s.login("customer1").await;
+    let id = s.place(&customer).await;
+    let path = format!("/api/orders/{id}/events");
+    // Past the history, and the largest id there is (which once wrapped to 0).
+    let mut past = follow_from(&s, &path, &customer, Some("99")).await.unwrap();
+    let mut huge = follow_from(&s, &path, &customer, Some("18446744073709551615"))
+        .await
+        .unwrap();
+    let mut junk = follow_from(&s, &path, &customer, Some("-1")).await.unwrap();
+    let (code, _) = s
+        .post(&format!("/api/orders/{id}/cancel"), &customer, json!({}))
+        .await;
+    assert_eq!(code, 200);
+    for stream in [&mut past, &mut huge] {
+        let ev = next_event(stream).await.expect("the change after the resume point");
+        assert_eq!(ev["status"], "CANCELLED", "nothing replayed: {ev}");
+        assert_eq!(next_event(stream).await, None, "the stream ends");
+    }
+    // An id that is no number resumes from the start.
+    assert_eq!(next_event(&mut junk).await.unwrap()["status"], "PAID");
+    assert_eq!(next_event(&mut junk).await.unwrap()["status"], "CANCELLED");
+    assert_eq!(next_event(&mut junk).await, None);
+    // Once the order is final, resuming past its end is 204 (stop reconnecting).
+    for id_past in ["1", "99", "18446744073709551615"] {
+        let err = follow_from(&s, &path, &customer, Some(id_past)).await.err();
+        assert_eq!(err, Some(204), "Last-Event-ID {id_past}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_after_its_lifetime_and_resumes_where_it_ended() {
+    let s = spawn_stack_with(with(&[("SSE_MAX_LIFETIME", "1s")])).await;
+    let customer = s.login("customer1").await;
+    let id = s.place(&customer).await;
+    let path = format!("/api/orders/{id}/events");
+    let mut events = follow(&s, &path, &customer).await;
+    assert_eq!(next_event(&mut events).await.unwrap()["status"], "PAID");
+    assert_eq!(next_event(&mut events).await, None, "ended by its lifetime");
+    // The order goes on; resuming after event 0 carries on from there.
+    let (code, _) = s
+        .post(&format!("/api/orders/{id}/cancel"), &customer, json!({}))
+        .await;
+    assert_eq!(code, 200);
+    let mut resumed = follow_from(&s, &path, &customer, Some("0")).await.unwrap();
+    assert_eq!(next_event(&mut resumed).await.unwrap()["status"], "CANCELLED");
+    assert_eq!(next_event(&mut resumed).await, None);
+}
