@@ -36,6 +36,10 @@ pub struct Config {
     pub login_failures_per_address: u32,
     /// Declined payments of one card within ten minutes before it answers 429.
     pub declines_per_card: u32,
+    /// A client must send its request headers within this long (else: closed).
+    pub header_read_timeout: Duration,
+    /// A request, its body included, is answered within this long (else: 408).
+    pub request_timeout: Duration,
     /// Event streams one user may hold open at once.
     pub sse_streams_per_user: usize,
     /// Event streams one gateway process holds open at once.
@@ -111,9 +115,11 @@ impl Config {
             token_ttl: dur("AUTH_TOKEN_TTL", "12h")?,
             login_failures_per_account: num("LOGIN_FAILURES_PER_ACCOUNT", 5)?.clamp(1, 1_000_000)
                 as u32,
-            login_failures_per_address: num("LOGIN_FAILURES_PER_ADDRESS", 20)?
-                .clamp(1, 1_000_000) as u32,
+            login_failures_per_address: num("LOGIN_FAILURES_PER_ADDRESS", 20)?.clamp(1, 1_000_000)
+                as u32,
             declines_per_card: num("PAYMENT_DECLINES_PER_CARD", 5)?.clamp(1, 1_000_000) as u32,
+            header_read_timeout: dur("HEADER_READ_TIMEOUT", "10s")?,
+            request_timeout: dur("REQUEST_TIMEOUT", "60s")?,
             sse_streams_per_user: num("SSE_STREAMS_PER_USER", 5)?.clamp(1, 10_000) as usize,
             sse_streams_max: num("SSE_STREAMS_MAX", 2000)?.clamp(1, 1_000_000) as usize,
             sse_max_lifetime: dur("SSE_MAX_LIFETIME", "30m")?,

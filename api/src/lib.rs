@@ -16,7 +16,6 @@ pub mod streams;
 pub mod throttle;
 mod web;
 
-use anyhow::Context as _;
 use auth::Keys;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -276,21 +275,87 @@ pub fn app() -> Router<AppState> {
 }
 
 pub fn router(state: AppState) -> Router {
-    app().with_state(state)
+    // A request, its body read included, is answered within `REQUEST_TIMEOUT` or
+    // gets a 408 problem: above every deadline a handler has of its own
+    // (Temporal calls: 15 s). An event stream's answer starts at once, so its
+    // body is not bound by it.
+    let timeout = tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        state.cfg.request_timeout,
+    );
+    app()
+        .layer(timeout)
+        .layer(axum::middleware::map_response(problem_for_every_refusal))
+        .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish (event streams for at most a few seconds).
+///
+/// The connection loop is hyper's own rather than `axum::serve`, which gives
+/// hyper no timer and so no header-read timeout: here a client that never
+/// finishes its headers is dropped after `HEADER_READ_TIMEOUT`. Each request
+/// carries its peer's address (`ConnectInfo`), which the login throttle counts.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // The peer's address is what the login throttle counts per client.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let header_read_timeout = state.cfg.header_read_timeout;
+    let app = router(state);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, do not spin.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let svc = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            },
+        );
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(svc),
+            );
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown())
         .await
-        .context("serving HTTP")
+        .is_err()
+    {
+        tracing::info!("stopped with event streams still open");
+    }
+    Ok(())
 }
 
 /// Liveness and store check

@@ -529,7 +529,9 @@ pub async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(0, |n| usize::try_from(n.saturating_add(1)).unwrap_or(usize::MAX))
+        .map_or(0, |n| {
+            usize::try_from(n.saturating_add(1)).unwrap_or(usize::MAX)
+        })
         .min(seen);
     let terminal = |status: &Value| {
         status
@@ -580,9 +582,7 @@ pub async fn events(
             }
             // A final order has nothing more to send, whatever the client resumed from;
             // a stream that reached its lifetime ends (the client resumes by its id).
-            if terminal(&doc["status"])
-                || tx.is_closed()
-                || tokio::time::Instant::now() >= ends_at
+            if terminal(&doc["status"]) || tx.is_closed() || tokio::time::Instant::now() >= ends_at
             {
                 return;
             }

@@ -6,13 +6,11 @@ use crate::domain::{CookMinutes, Id, text};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, Body, IdempotencyKey, Path, Query};
 use crate::paging::Paging;
-use axum::response::Response;
-use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use baedal_activities::shop;
 use baedal_workflows::{AcceptOrder, OrderFulfillment, OrderStatus, RejectOrder};
 use serde::Deserialize;
-use serde_json::Value;
 
 #[derive(Deserialize)]
 pub struct ListQuery {

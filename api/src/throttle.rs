@@ -99,7 +99,10 @@ mod tests {
         assert_eq!(l.closed_for(&a), None);
         l.failed(&a);
         let wait = l.closed_for(&a).expect("closed");
-        assert!(wait <= Duration::from_secs(20) && wait > Duration::ZERO, "{wait:?}");
+        assert!(
+            wait <= Duration::from_secs(20) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
         assert_eq!(l.closed_for(&b), None);
     }
 

@@ -848,7 +848,16 @@ pub async fn follow_from(
     tokio::spawn(async move {
         let mut stream = resp.bytes_stream();
         let mut buf = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
+        loop {
+            // A receiver dropped by the test is a client that goes away: the
+            // connection closes with this task.
+            let chunk = tokio::select! {
+                _ = tx.closed() => return,
+                chunk = stream.next() => match chunk {
+                    Some(Ok(chunk)) => chunk,
+                    _ => return,
+                },
+            };
             buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();

@@ -73,7 +73,11 @@ async fn guesses_across_accounts_from_one_address_close_that_address() {
     let mut codes = Vec::new();
     for i in 0..8 {
         // Known and unknown names alike.
-        let user = if i % 2 == 0 { "customer1".to_string() } else { format!("nobody{i}") };
+        let user = if i % 2 == 0 {
+            "customer1".to_string()
+        } else {
+            format!("nobody{i}")
+        };
         codes.push(login(&s, &user, "guess").await.0);
     }
     assert_eq!(codes[..5], [401; 5], "{codes:?}");

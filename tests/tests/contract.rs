@@ -6,7 +6,6 @@
 use baedal_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 const PROBLEM_JSON: &str = "application/problem+json";
 

@@ -43,7 +43,10 @@ async fn a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place()
             Ok(_) => break,
             Err(code) => assert_eq!(code, 429),
         }
-        assert!(std::time::Instant::now() < deadline, "the slot was never freed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
@@ -65,7 +68,9 @@ async fn a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from()
         .await;
     assert_eq!(code, 200);
     for stream in [&mut past, &mut huge] {
-        let ev = next_event(stream).await.expect("the change after the resume point");
+        let ev = next_event(stream)
+            .await
+            .expect("the change after the resume point");
         assert_eq!(ev["status"], "CANCELLED", "nothing replayed: {ev}");
         assert_eq!(next_event(stream).await, None, "the stream ends");
     }
@@ -95,6 +100,9 @@ async fn a_stream_ends_after_its_lifetime_and_resumes_where_it_ended() {
         .await;
     assert_eq!(code, 200);
     let mut resumed = follow_from(&s, &path, &customer, Some("0")).await.unwrap();
-    assert_eq!(next_event(&mut resumed).await.unwrap()["status"], "CANCELLED");
+    assert_eq!(
+        next_event(&mut resumed).await.unwrap()["status"],
+        "CANCELLED"
+    );
     assert_eq!(next_event(&mut resumed).await, None);
 }

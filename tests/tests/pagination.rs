@@ -15,7 +15,13 @@ async fn walk(s: &Stack, path: &str, token: &str) -> Vec<Vec<Value>> {
     let mut next = Some(path.to_string());
     while let Some(p) = next.take() {
         assert!(pages.len() < 500, "the pages never end");
-        let r = s.http.get(s.url(&p)).bearer_auth(token).send().await.unwrap();
+        let r = s
+            .http
+            .get(s.url(&p))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{p}");
         next = r
             .headers()
@@ -95,9 +101,12 @@ async fn walks_every_list_exactly_once(s: Stack, n: usize) {
     assert_eq!(pages.iter().map(Vec::len).sum::<usize>(), n);
 
     // The notification feed: one PAID message per order to the customer.
-    s.eventually("/api/notifications?limit=200", &customer, Duration::from_secs(30), |f| {
-        f.as_array().unwrap().len() >= n.min(200)
-    })
+    s.eventually(
+        "/api/notifications?limit=200",
+        &customer,
+        Duration::from_secs(30),
+        |f| f.as_array().unwrap().len() >= n.min(200),
+    )
     .await;
     let pages = walk(&s, "/api/notifications", &customer).await;
     assert_eq!(pages.len(), n.div_ceil(50), "50 a page by default");
@@ -128,7 +137,13 @@ async fn walks_every_list_exactly_once(s: Stack, n: usize) {
             p if p.starts_with("/api/rider") => &s.login("rider1").await,
             _ => &customer,
         };
-        let r = s.http.get(s.url(path)).bearer_auth(token).send().await.unwrap();
+        let r = s
+            .http
+            .get(s.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), status, "{path}");
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
         assert_eq!(ct, "application/problem+json", "{path}");

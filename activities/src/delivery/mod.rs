@@ -3,8 +3,8 @@
 //! model, DeliveryInfo.
 
 use crate::db::Db;
-use crate::page::{Cursor, Page, PageRequest};
 use crate::geo::distance_m;
+use crate::page::{Cursor, Page, PageRequest};
 use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
 use baedal_workflows::{OfferMade, OfferRequest, OrderSnapshot, OrderStatus, RiderOrder, ShopRef};
