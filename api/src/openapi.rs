@@ -73,7 +73,8 @@ All amounts are integer KRW; all times are RFC 3339 UTC.";
         ),
         responses(
             BadRequest, Unauthorized, PaymentDeclined, Forbidden, NotFound, Conflict, PayloadTooLarge,
-            UnsupportedMediaType, Unprocessable, PaymentUnavailable, Unavailable, Internal,
+            UnsupportedMediaType, Unprocessable, PaymentUnavailable, Unavailable, TooManyRequests,
+            Internal,
         ),
     ),
 )]

@@ -212,7 +212,8 @@ async fn orders_are_taken_while_the_shop_context_is_down_and_owners_see_them_all
         .iter()
         .map(|o| o["orderId"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(listed_ids, ids, "every order, in the order placed");
+    let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
+    assert_eq!(listed_ids, newest_first, "every order, newest first");
     let (code, b) = s
         .post(
             &format!("/api/shop/orders/{}/accept", ids[0]),
