@@ -30,6 +30,11 @@ pub struct Config {
     /// How many demo riders are seeded (rider1..riderN); the benchmark raises it.
     pub demo_riders: u32,
     pub token_ttl: Duration,
+    /// The token-signing key's file (`AUTH_SIGNING_KEY_FILE`); made, readable by
+    /// this user only, when missing.
+    pub auth_signing_key_file: String,
+    /// The key before the last rotation: its tokens stay valid until they expire.
+    pub auth_previous_signing_key_file: Option<String>,
     /// Failed logins of one account within a minute before it answers 429.
     pub login_failures_per_account: u32,
     /// Failed logins from one client address within a minute before it answers 429.
@@ -91,12 +96,20 @@ impl Config {
             None => Context::ALL.to_vec(),
             Some(list) => parse_contexts(&list)?,
         };
+        let database = DatabaseUrl::parse(get("DATABASE_URL").as_deref())?;
+        let data_dir = match &database {
+            DatabaseUrl::SqliteDir(dir) => dir.clone(),
+            DatabaseUrl::Postgres(_) => "./data".into(),
+        };
         Ok(Config {
             http_addr: get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             temporal_address: get("TEMPORAL_ADDRESS").unwrap_or_else(|| "127.0.0.1:7233".into()),
             temporal_namespace: get("TEMPORAL_NAMESPACE").unwrap_or_else(|| "default".into()),
             task_queue_prefix: get("BAEDAL_TASK_QUEUE_PREFIX").unwrap_or_default(),
-            database: DatabaseUrl::parse(get("DATABASE_URL").as_deref())?,
+            auth_signing_key_file: get("AUTH_SIGNING_KEY_FILE")
+                .unwrap_or_else(|| format!("{data_dir}/auth-signing.key")),
+            auth_previous_signing_key_file: get("AUTH_PREVIOUS_SIGNING_KEY_FILE"),
+            database,
             payment_gateway_url: get("PAYMENT_GATEWAY_URL")
                 .unwrap_or_else(|| "http://127.0.0.1:8090".into())
                 .trim_end_matches('/')

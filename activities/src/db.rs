@@ -18,7 +18,7 @@ pub async fn open(url: &DatabaseUrl, context: &str, migrator: &Migrator) -> anyh
         DatabaseUrl::SqliteDir(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
             let url = format!("sqlite://{dir}/{context}.db?mode=rwc");
-            AnyPoolOptions::new()
+            let pool = AnyPoolOptions::new()
                 .max_connections(8)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
@@ -30,7 +30,10 @@ pub async fn open(url: &DatabaseUrl, context: &str, migrator: &Migrator) -> anyh
                 })
                 .connect(&url)
                 .await
-                .with_context(|| format!("opening {url}"))?
+                .with_context(|| format!("opening {url}"))?;
+            // Password hashes, addresses, phone numbers: for this user's eyes only.
+            restrict_to_owner(&format!("{dir}/{context}.db"))?;
+            pool
         }
         DatabaseUrl::Postgres(base) => {
             let schema = format!("baedal_{context}");
@@ -79,4 +82,11 @@ async fn migrate(pool: &Db, context: &str, migrator: &Migrator) -> anyhow::Resul
             Err(e) => return Err(e).with_context(|| format!("migrating the {context} database")),
         }
     }
+}
+
+/// Makes a file readable and writable by its owner only (0600).
+pub fn restrict_to_owner(path: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {path} private (0600)"))
 }

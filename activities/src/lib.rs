@@ -14,4 +14,4 @@ pub mod payment;
 pub mod shop;
 pub mod time;
 
-pub use config::Config;
+pub use config::{Config, DatabaseUrl};

@@ -11,6 +11,7 @@ use crate::AppState;
 use crate::domain::{Id, unprintable};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, ClientAddr};
+use anyhow::Context as _;
 use axum::Json;
 use axum::extract::State;
 use baedal_activities::identity;
@@ -18,21 +19,86 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// The token-signing keys: the current one signs and verifies; the one before
+/// the last rotation only verifies, so its tokens stay valid until they expire.
 #[derive(Clone)]
 pub struct Keys {
     pub encoding: EncodingKey,
-    pub decoding: DecodingKey,
+    pub decoding: Vec<DecodingKey>,
     pub ttl_secs: u64,
 }
+
+/// Shorter keys than this are refused (HS256 wants at least its hash's size).
+const MIN_KEY_BYTES: usize = 32;
 
 impl Keys {
     pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
         Keys {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            decoding: vec![DecodingKey::from_secret(secret)],
             ttl_secs,
         }
     }
+
+    /// Tokens signed with `secret` (the key before a rotation) are still accepted.
+    pub fn accepting(mut self, secret: &[u8]) -> Self {
+        self.decoding.push(DecodingKey::from_secret(secret));
+        self
+    }
+
+    /// The keys from their files: the current one is made (random, 0600) when
+    /// its file does not exist yet; the previous one must exist.
+    pub fn from_files(current: &str, previous: Option<&str>, ttl_secs: u64) -> anyhow::Result<Self> {
+        let keys = Keys::new(&load_or_create_key(current)?, ttl_secs);
+        Ok(match previous {
+            Some(p) => keys.accepting(&read_key(p)?),
+            None => keys,
+        })
+    }
+}
+
+/// The key in `path`, made first if there is none: 256 random bits as hex, in a
+/// file only this user may read. Two processes starting at once agree: the
+/// file is created exclusively, and the loser reads the winner's.
+pub fn load_or_create_key(path: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let fresh: String = (0..2).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            f.write_all(fresh.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing the signing key {path}"))?;
+            tracing::info!(path, "made a new token-signing key");
+            Ok(fresh.into_bytes())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
+        Err(e) => Err(e).with_context(|| format!("creating the signing key {path}")),
+    }
+}
+
+/// A key file's key (surrounding whitespace aside); warns when others may read it.
+fn read_key(path: &str) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let raw = std::fs::read(path).with_context(|| format!("reading the signing key {path}"))?;
+    let key = raw.trim_ascii().to_vec();
+    if key.len() < MIN_KEY_BYTES {
+        anyhow::bail!("the signing key in {path} is shorter than {MIN_KEY_BYTES} bytes");
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path, "the signing key file may be read by other users; make it 0600");
+    }
+    Ok(key)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,9 +110,19 @@ pub struct Claims {
     pub exp: u64,
 }
 
+/// The token's claims, if one of the keys signed it and it has not expired.
 pub fn decode_token(keys: &Keys, token: &str) -> anyhow::Result<Claims> {
     let v = Validation::new(Algorithm::HS256);
-    Ok(jsonwebtoken::decode::<Claims>(token, &keys.decoding, &v)?.claims)
+    let mut first_error = None;
+    for key in &keys.decoding {
+        match jsonwebtoken::decode::<Claims>(token, key, &v) {
+            Ok(t) => return Ok(t.claims),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.map_or_else(|| anyhow::anyhow!("no key"), Into::into))
 }
 
 /// At most this many characters of password are looked at (argon2 hashes all of it).

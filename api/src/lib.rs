@@ -102,10 +102,11 @@ impl AppState {
             shop::seed_demo(&dbs.shop).await?;
             delivery::seed_demo(&dbs.delivery, cfg.demo_riders).await?;
         }
-        let keys = Keys::new(
-            &identity::signing_key(&dbs.identity).await?,
+        let keys = Keys::from_files(
+            &cfg.auth_signing_key_file,
+            cfg.auth_previous_signing_key_file.as_deref(),
             cfg.token_ttl.as_secs(),
-        );
+        )?;
         let breaker = Arc::new(Breaker::new(
             dbs.payment.clone(),
             cfg.breaker_failures,

@@ -221,6 +221,10 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
     );
     env.insert("PAYMENT_GATEWAY_URL".into(), format!("http://{sim_addr}"));
     env.insert("PAYMENT_TIMEOUT_MS".into(), "1000".into());
+    env.insert(
+        "AUTH_SIGNING_KEY_FILE".into(),
+        format!("{}/auth-signing.key", dir.path().display()),
+    );
     // The tests log in as the demo accounts (SPEC §3).
     env.insert("BAEDAL_DEMO".into(), "1".into());
     if opts.postgres {
@@ -407,9 +411,12 @@ impl Stack {
     /// A second API process on the same stores and Temporal (as a scaled-out
     /// gateway would be); returns its base URL.
     pub async fn spawn_api(&self) -> String {
-        let state = baedal_api::AppState::build(self.cfg.clone())
-            .await
-            .expect("api state");
+        self.spawn_api_with(self.cfg.clone()).await
+    }
+
+    /// Another API process with settings of its own (say, a rotated key).
+    pub async fn spawn_api_with(&self, cfg: Config) -> String {
+        let state = baedal_api::AppState::build(cfg).await.expect("api state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {

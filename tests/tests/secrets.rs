@@ -1,0 +1,104 @@
+//! Secrets at rest: the token-signing key lives in a file of its own, readable
+//! by this user only (made when missing), not beside the password hashes; the
+//! stores' files are 0600 too; rotating the key keeps the previous key's tokens
+//! valid until they expire, and only while the previous key is named.
+
+use baedal_activities::{DatabaseUrl, db, identity};
+use baedal_tests::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn mode(path: &str) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signing_key_and_the_stores_are_private_files_and_the_key_is_not_in_a_store() {
+    let s = spawn_stack().await;
+    let key = s.cfg.auth_signing_key_file.clone();
+    assert_eq!(mode(&key), 0o600, "{key}");
+    assert!(std::fs::read(&key).unwrap().len() >= 32);
+    let DatabaseUrl::SqliteDir(dir) = &s.cfg.database else {
+        panic!("SQLite expected")
+    };
+    for context in ["identity", "order", "payment", "shop", "delivery", "notification"] {
+        assert_eq!(mode(&format!("{dir}/{context}.db")), 0o600, "{context}.db");
+    }
+    let store = db::open(&s.cfg.database, "identity", &identity::MIGRATOR)
+        .await
+        .unwrap();
+    let kept: Vec<(String,)> = sqlx::query_as("SELECT name FROM secrets")
+        .fetch_all(&store)
+        .await
+        .unwrap();
+    assert!(kept.is_empty(), "{kept:?}");
+    // Logins work with it, and a restart (a second gateway) reads the same key.
+    let token = s.login("customer1").await;
+    let other = s.spawn_api_with(s.cfg.clone()).await;
+    let r = s
+        .http
+        .get(format!("{other}/api/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_keeps_the_previous_keys_tokens_valid_while_it_is_named() {
+    let s = spawn_stack().await;
+    let old_token = s.login("customer1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let new_key = format!("{}/new.key", dir.path().display());
+
+    // Rotated: the new key signs, the old one is still accepted.
+    let mut rotated = s.cfg.clone();
+    rotated.auth_previous_signing_key_file = Some(rotated.auth_signing_key_file.clone());
+    rotated.auth_signing_key_file = new_key.clone();
+    let api = s.spawn_api_with(rotated).await;
+    let get = |base: String, token: String| {
+        let http = s.http.clone();
+        async move {
+            http.get(format!("{base}/api/orders"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get(api.clone(), old_token.clone()).await, 200);
+    let r = s
+        .http
+        .post(format!("{api}/api/auth/login"))
+        .json(&serde_json::json!({"username": "customer1", "password": "demo"}))
+        .send()
+        .await
+        .unwrap();
+    let new_token = r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(get(api, new_token.clone()).await, 200);
+    // The old gateway never knew the new key.
+    assert_eq!(get(s.base.clone(), new_token.clone()).await, 401);
+
+    // Once the previous key is no longer named, its tokens are refused.
+    let mut only_new = s.cfg.clone();
+    only_new.auth_signing_key_file = new_key;
+    let api = s.spawn_api_with(only_new).await;
+    assert_eq!(get(api.clone(), old_token).await, 401);
+    assert_eq!(get(api, new_token).await, 200);
+}
+
+#[tokio::test]
+async fn a_key_too_short_to_sign_with_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("{}/short.key", dir.path().display());
+    std::fs::write(&path, "too short").unwrap();
+    let err = baedal_api::auth::Keys::from_files(&path, None, 60)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("shorter than"), "{err}");
+}
