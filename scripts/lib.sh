@@ -120,6 +120,19 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
 }
 
+SCHEMATHESIS_VERSION=4.32.5
+
+ensure_schemathesis() {
+  if command -v schemathesis >/dev/null && schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    return 0
+  fi
+  log "installing schemathesis==$SCHEMATHESIS_VERSION from PyPI for the API fuzz run"
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
+  hash -r
+  command -v schemathesis >/dev/null || { log "schemathesis is not on PATH after installing it"; return 1; }
+}
+
 ensure_browser_deps() {
   ensure_chromium
   if [ ! -d tests/browser/node_modules/playwright-core ]; then

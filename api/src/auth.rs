@@ -108,6 +108,40 @@ pub struct Claims {
     #[serde(skip_serializing_if = "Option::is_none", rename = "shopId")]
     pub shop_id: Option<String>,
     pub exp: u64,
+    /// What a single-purpose token opens (`events:<orderId>`: one order's event
+    /// stream); a login token has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// How long a stream ticket opens its stream (reconnects included).
+pub const TICKET_TTL_SECS: u64 = 300;
+
+/// A ticket that opens this caller's event stream of one order, and nothing else.
+pub fn stream_ticket(keys: &Keys, caller: &Claims, order_id: &str) -> anyhow::Result<String> {
+    let claims = Claims {
+        sub: caller.sub.clone(),
+        role: caller.role.clone(),
+        shop_id: None,
+        exp: unix_now()? + TICKET_TTL_SECS,
+        scope: Some(events_scope(order_id)),
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &keys.encoding,
+    )?)
+}
+
+/// The scope of a ticket for this order's event stream.
+pub fn events_scope(order_id: &str) -> String {
+    format!("events:{order_id}")
+}
+
+fn unix_now() -> anyhow::Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs())
 }
 
 /// The token's claims, if one of the keys signed it and it has not expired.
@@ -199,16 +233,12 @@ pub async fn login(
         identity::verify_login(&db, username, &l.password).await?
     };
     let user = user.ok_or_else(failed)?;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(anyhow::Error::from)?
-        .as_secs()
-        + st.keys.ttl_secs;
     let claims = Claims {
         sub: user.id.clone(),
         role: user.role.clone(),
         shop_id: user.shop_id.clone(),
-        exp,
+        exp: unix_now()? + st.keys.ttl_secs,
+        scope: None,
     };
     let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &st.keys.encoding)
         .map_err(anyhow::Error::from)?;

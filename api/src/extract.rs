@@ -83,8 +83,10 @@ where
     }
 }
 
-/// The caller, from `Authorization: Bearer <token>`; the SSE path also accepts
-/// `?token=` because browsers' EventSource cannot send headers.
+/// The caller, from `Authorization: Bearer <token>` (a login token). An order's
+/// event stream also takes `?ticket=`, because browsers' EventSource cannot send
+/// headers: a short-lived token that opens that one stream only, so no login
+/// token ever rides in a URL (and so in logs and browser history).
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Claims);
 
@@ -108,21 +110,32 @@ impl FromRequestParts<AppState> for AuthUser {
                     })
             })
             .transpose()?;
-        let query_token = if parts.uri.path().ends_with("/events") {
-            parts.uri.query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token="))
-                    .map(str::to_string)
-            })
-        } else {
-            None
+        // `/orders/{id}/events` (the gateway's router strips `/api`).
+        let stream_of = parts
+            .uri
+            .path()
+            .strip_suffix("/events")
+            .and_then(|p| p.rsplit_once('/'))
+            .map(|(_, id)| id.to_string());
+        let ticket = stream_of.as_ref().and_then(|_| {
+            url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .find(|(k, _)| k == "ticket")
+                .map(|(_, v)| v.into_owned())
+        });
+        let (token, wanted_scope) = match (header_token, ticket) {
+            (Some(t), _) => (t.to_string(), None),
+            (None, Some(t)) => (t, stream_of.as_deref().map(crate::auth::events_scope)),
+            (None, None) => return Err(ApiError::Unauthorized("missing bearer token".into())),
         };
-        let token = header_token
-            .map(str::to_string)
-            .or(query_token)
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
         let claims = decode_token(&state.keys, &token)
             .map_err(|_| ApiError::Unauthorized("invalid or expired token".into()))?;
+        // A login token opens every call (but never rides in a URL); a ticket
+        // opens the one stream it names.
+        if claims.scope != wanted_scope {
+            return Err(ApiError::Unauthorized(
+                "this token does not open this call".into(),
+            ));
+        }
         Ok(AuthUser(claims))
     }
 }

@@ -146,6 +146,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(no_store(routes!(orders::place, orders::list)))
         .routes(no_store(routes!(orders::get_one)))
         .routes(no_store(routes!(orders::events)))
+        .routes(no_store(routes!(orders::ticket)))
         .routes(no_store(routes!(orders::live)))
         .routes(no_store(routes!(orders::cancel)))
         .routes(no_store(routes!(shop_orders::list)))

@@ -68,7 +68,7 @@ All amounts are integer KRW; all times are RFC 3339 UTC.";
     components(
         schemas(
             Problem, OrderStatus, OrderInfo, OrderDtl, DeliveryInfo, Offer, Notification, Shop,
-            MenuItem, LoginResponse, ActionResult, LineItem, Address, Rider, Refund, RefundStatus,
+            MenuItem, LoginResponse, StreamTicket, ActionResult, LineItem, Address, Rider, Refund, RefundStatus,
             HistoryEntry, Health, Metrics, BreakerMetrics, RefundMetrics,
         ),
         responses(
@@ -497,6 +497,16 @@ pub struct LoginResponse {
     /// Owners only: their shop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shop_id: Option<String>,
+}
+
+/// A token that opens one order's event stream, and nothing else.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamTicket {
+    /// Send as `GET /api/orders/{id}/events?ticket=<ticket>`.
+    pub ticket: String,
+    /// Seconds it stays good for (reconnects included).
+    pub expires_in: u64,
 }
 
 /// The answer to an action on an order: its status afterwards.

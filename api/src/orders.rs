@@ -481,6 +481,39 @@ pub async fn cancel(
     .await
 }
 
+/// A stream ticket
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/events/ticket",
+    tag = "customer",
+    operation_id = "streamTicket",
+    description = "A short-lived token (5 minutes) that opens this order's event stream, and only \
+                   that, as `GET /api/orders/{id}/events?ticket=…`: for EventSource, which cannot \
+                   send `Authorization`, so the login token never appears in a URL.",
+    params(("id" = String, Path, description = "The order's id")),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The ticket", body = crate::openapi::StreamTicket),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::Internal),
+    ),
+)]
+pub async fn ticket(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = Id::parse("order", id)?;
+    own_order(&st, &user, &id).await?;
+    let ticket = crate::auth::stream_ticket(&st.keys, &user.0, &id)?;
+    Ok(Json(serde_json::json!({
+        "ticket": ticket,
+        "expiresIn": crate::auth::TICKET_TTL_SECS,
+    })))
+}
+
 /// One event per status change, each carrying the OrderInfo (with that event's
 /// status and time); the stream ends after a final status.
 #[utoipa::path(
@@ -496,10 +529,11 @@ pub async fn cancel(
                    `Last-Event-ID` resumes after that event (an id past the history resumes at its end). \
                    Each user may hold `SSE_STREAMS_PER_USER` streams at once and the gateway \
                    `SSE_STREAMS_MAX`; past that, 429. Browsers' \
-                   EventSource cannot send headers, so this call also takes the token as `?token=`.",
+                   EventSource cannot send headers, so this call also takes `?ticket=` from \
+                   `POST /api/orders/{id}/events/ticket` (never the login token).",
     params(
         ("id" = String, Path, description = "The order's id"),
-        ("token" = Option<String>, Query, description = "The bearer token, for clients that cannot send `Authorization`"),
+        ("ticket" = Option<String>, Query, description = "A stream ticket (`POST /api/orders/{id}/events/ticket`), for clients that cannot send `Authorization`"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
     ),
     security(("bearerAuth" = [])),

@@ -419,22 +419,32 @@ function orderView(orderId, alive) {
   }
 
   refetch();
-  // EventSource cannot send an Authorization header, so the token rides in the query string (this path only).
-  const es = new EventSource(`/api/orders/${encodeURIComponent(orderId)}/events?token=${encodeURIComponent(session.token)}`);
-  es.onmessage = (ev) => {
-    let next;
-    try { next = JSON.parse(ev.data); } catch (err) { return showError(`SSE: ${err.message}`); }
-    apply(next);
-    // The server ends the stream after a final status; do not reconnect for nothing.
-    if (TERMINAL.has(next.status)) es.close();
+  // EventSource cannot send an Authorization header: the stream is opened with a
+  // short-lived ticket for this order's stream only, never the login token.
+  let es = null;
+  const follow = async () => {
+    const r = await api('POST', `/orders/${encodeURIComponent(orderId)}/events/ticket`);
+    if (!alive() || !r.ok || (info && TERMINAL.has(info.status))) return;
+    es = new EventSource(`/api/orders/${encodeURIComponent(orderId)}/events?ticket=${encodeURIComponent(r.data.ticket)}`);
+    es.onmessage = (ev) => {
+      let next;
+      try { next = JSON.parse(ev.data); } catch (err) { return showError(`SSE: ${err.message}`); }
+      apply(next);
+      // The server ends the stream after a final status; do not reconnect for nothing.
+      if (TERMINAL.has(next.status)) es.close();
+    };
+    es.onopen = () => { if (msgBox().textContent.startsWith(t('streamLost'))) clearMessage(); };
+    es.onerror = () => {
+      if (!alive()) return;
+      const live = info && !TERMINAL.has(info.status);
+      if (es.readyState === EventSource.CONNECTING && live) showError(t('streamLost'));
+      refetch(); // catch up on anything missed while the stream was down (and surface 401/404 as a message)
+      // Given up (its ticket expired, say): follow again with a fresh ticket.
+      if (es.readyState === EventSource.CLOSED && live) setTimeout(() => { if (alive()) follow(); }, 2000);
+    };
   };
-  es.onopen = () => { if (msgBox().textContent.startsWith(t('streamLost'))) clearMessage(); };
-  es.onerror = () => {
-    if (!alive()) return;
-    if (es.readyState === EventSource.CONNECTING && info && !TERMINAL.has(info.status)) showError(t('streamLost'));
-    refetch(); // catch up on anything missed while the stream was down (and surface 401/404 as a message)
-  };
-  cleanups.push(() => es.close());
+  follow();
+  cleanups.push(() => { if (es) es.close(); });
   // A refund settles after the status change without a new status event; check a few times until it does.
   let refundChecks = 0;
   every(3000, () => {

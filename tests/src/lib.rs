@@ -832,7 +832,8 @@ pub async fn follow(
     follow_from(s, path, token, None).await.expect("a stream")
 }
 
-/// Follows an event stream, resuming after `last_event_id` if given; the
+/// Follows an event stream, resuming after `last_event_id` if given (an empty
+/// `token` sends no `Authorization`: a `?ticket=` in `path` opens it); the
 /// answer's status when it is not a stream.
 pub async fn follow_from(
     s: &Stack,
@@ -841,7 +842,10 @@ pub async fn follow_from(
     last_event_id: Option<&str>,
 ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Value>, u16> {
     use futures::StreamExt;
-    let mut req = s.http.get(s.url(path)).bearer_auth(token);
+    let mut req = s.http.get(s.url(path));
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
     if let Some(id) = last_event_id {
         req = req.header("Last-Event-ID", id);
     }

@@ -1,6 +1,8 @@
 //! Event streams on the open internet: capped per user and in all, ended at
 //! the order's final status whatever `Last-Event-ID` says (a huge id does not
-//! wrap round and replay everything), and ended after their lifetime.
+//! wrap round and replay everything), and ended after their lifetime. A browser
+//! opens one with a short-lived ticket for that stream only, never with its
+//! login token in the URL.
 
 use baedal_tests::*;
 use serde_json::json;
@@ -105,4 +107,48 @@ async fn a_stream_ends_after_its_lifetime_and_resumes_where_it_ended() {
         "CANCELLED"
     );
     assert_eq!(next_event(&mut resumed).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_opens_its_orders_stream_and_nothing_else() {
+    let s = spawn_stack().await;
+    let customer = s.login("customer1").await;
+    let id = s.place(&customer).await;
+    let other = s.place(&customer).await;
+    let (code, t) = s
+        .post(&format!("/api/orders/{id}/events/ticket"), &customer, json!({}))
+        .await;
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(t["expiresIn"], 300);
+    let ticket = t["ticket"].as_str().unwrap().to_string();
+
+    // The stream opens with the ticket alone, and carries the order's changes.
+    let path = format!("/api/orders/{id}/events?ticket={ticket}");
+    let mut events = follow_from(&s, &path, "", None).await.unwrap();
+    assert_eq!(next_event(&mut events).await.unwrap()["status"], "PAID");
+    let (code, _) = s
+        .post(&format!("/api/orders/{id}/cancel"), &customer, json!({}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(next_event(&mut events).await.unwrap()["status"], "CANCELLED");
+    assert_eq!(next_event(&mut events).await, None);
+
+    // It opens nothing else: not another call, not another order's stream.
+    let (code, _) = s.get("/api/orders", &ticket).await;
+    assert_eq!(code, 401, "a ticket is no login token");
+    let (code, _) = s.get(&format!("/api/orders/{id}"), &ticket).await;
+    assert_eq!(code, 401);
+    let elsewhere = format!("/api/orders/{other}/events?ticket={ticket}");
+    assert_eq!(follow_from(&s, &elsewhere, "", None).await.err(), Some(401));
+    // The login token never opens a stream from the URL.
+    for q in ["ticket", "token"] {
+        let p = format!("/api/orders/{other}/events?{q}={customer}");
+        assert_eq!(follow_from(&s, &p, "", None).await.err(), Some(401), "?{q}=");
+    }
+    // Another customer gets no ticket for it.
+    let intruder = s.login("customer2").await;
+    let (code, _) = s
+        .post(&format!("/api/orders/{id}/events/ticket"), &intruder, json!({}))
+        .await;
+    assert_eq!(code, 404);
 }
