@@ -31,6 +31,7 @@ ensure_temporal() {
 }
 
 # start_temporal_dev <db-file|-> <port> <ui-port> [headless]: exports TEMPORAL_ADDRESS;
+# with TEMPORAL_UI_CODEC_ENDPOINT set, the Web UI decodes payloads there.
 # the server's pid is the last of PIDS. With a file, waits until no earlier server
 # has it open, and starts again if the server still finds it locked (SQLITE_BUSY).
 start_temporal_dev() {
@@ -41,6 +42,9 @@ start_temporal_dev() {
     --search-attribute RefundStatus=Keyword)
   [ "$db" != "-" ] && args+=(--db-filename "$db")
   [ -n "$headless" ] && args+=(--headless)
+  # The Web UI opens sealed payloads through the gateway's codec endpoint.
+  [ -n "${TEMPORAL_UI_CODEC_ENDPOINT:-}" ] && [ -z "$headless" ] &&
+    args+=(--ui-codec-endpoint "$TEMPORAL_UI_CODEC_ENDPOINT")
   mkdir -p data
   export TEMPORAL_ADDRESS="127.0.0.1:$port"
   if temporal_healthy; then

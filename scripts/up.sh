@@ -56,6 +56,8 @@ export BAEDAL_DEMO=${BAEDAL_DEMO:-1}
 
 temporal_ui="(external Temporal at ${TEMPORAL_ADDRESS:-}: see its own Web UI)"
 if [ -z "${TEMPORAL_ADDRESS:-}" ]; then
+  # Payloads rest sealed in Temporal; the UI reads them through the gateway.
+  export TEMPORAL_UI_CODEC_ENDPOINT=${TEMPORAL_UI_CODEC_ENDPOINT:-http://${HTTP_ADDR:-127.0.0.1:8080}/api/codec}
   start_temporal_dev data/temporal.db 7233 8233
   temporal_ui=http://127.0.0.1:8233
 fi

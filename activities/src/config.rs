@@ -35,6 +35,9 @@ pub struct Config {
     pub auth_signing_key_file: String,
     /// The key before the last rotation: its tokens stay valid until they expire.
     pub auth_previous_signing_key_file: Option<String>,
+    /// The key that seals every payload sent to Temporal (`PAYLOAD_KEY_FILE`);
+    /// made, readable by this user only, when missing. All processes share it.
+    pub payload_key_file: String,
     /// Failed logins of one account within a minute before it answers 429.
     pub login_failures_per_account: u32,
     /// Failed logins from one client address within a minute before it answers 429.
@@ -109,6 +112,8 @@ impl Config {
             auth_signing_key_file: get("AUTH_SIGNING_KEY_FILE")
                 .unwrap_or_else(|| format!("{data_dir}/auth-signing.key")),
             auth_previous_signing_key_file: get("AUTH_PREVIOUS_SIGNING_KEY_FILE"),
+            payload_key_file: get("PAYLOAD_KEY_FILE")
+                .unwrap_or_else(|| format!("{data_dir}/payload.key")),
             database,
             payment_gateway_url: get("PAYMENT_GATEWAY_URL")
                 .unwrap_or_else(|| "http://127.0.0.1:8090".into())

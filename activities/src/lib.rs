@@ -7,6 +7,7 @@ pub mod db;
 pub mod delivery;
 pub mod geo;
 pub mod identity;
+pub mod keyfile;
 pub mod notification;
 pub mod order;
 pub mod page;

@@ -11,10 +11,9 @@ use crate::AppState;
 use crate::domain::{Id, unprintable};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, ClientAddr};
-use anyhow::Context as _;
 use axum::Json;
 use axum::extract::State;
-use baedal_activities::identity;
+use baedal_activities::{identity, keyfile};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -49,99 +48,14 @@ impl Keys {
     /// The keys from their files: the current one is made (random, 0600) when
     /// its file does not exist yet; the previous one must exist.
     pub fn from_files(current: &str, previous: Option<&str>, ttl_secs: u64) -> anyhow::Result<Self> {
-        let keys = Keys::new(&load_or_create_key(current)?, ttl_secs);
+        const WHAT: &str = "token-signing key";
+        let key = keyfile::load_or_create(current, WHAT, MIN_KEY_BYTES, || keyfile::random_hex(32))?;
+        let keys = Keys::new(&key, ttl_secs);
         Ok(match previous {
-            Some(p) => keys.accepting(&read_key(p)?),
+            Some(p) => keys.accepting(&keyfile::read(p, WHAT, MIN_KEY_BYTES)?),
             None => keys,
         })
     }
-}
-
-/// The key in `path`, made first if there is none: 256 random bits as hex, in a
-/// file only this user may read. Two processes starting at once agree: the
-/// file is created exclusively, and the loser reads the winner's.
-pub fn load_or_create_key(path: &str) -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let fresh: String = (0..2).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut f) => {
-            f.write_all(fresh.as_bytes())
-                .and_then(|()| f.sync_all())
-                .with_context(|| format!("writing the signing key {path}"))?;
-            tracing::info!(path, "made a new token-signing key");
-            Ok(fresh.into_bytes())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
-        Err(e) => Err(e).with_context(|| format!("creating the signing key {path}")),
-    }
-}
-
-/// A key file's key (surrounding whitespace aside); warns when others may read it.
-fn read_key(path: &str) -> anyhow::Result<Vec<u8>> {
-    use std::os::unix::fs::PermissionsExt;
-    let raw = std::fs::read(path).with_context(|| format!("reading the signing key {path}"))?;
-    let key = raw.trim_ascii().to_vec();
-    if key.len() < MIN_KEY_BYTES {
-        anyhow::bail!("the signing key in {path} is shorter than {MIN_KEY_BYTES} bytes");
-    }
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path, "the signing key file may be read by other users; make it 0600");
-    }
-    Ok(key)
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub role: String,
-    #[serde(skip_serializing_if = "Option::is_none", rename = "shopId")]
-    pub shop_id: Option<String>,
-    pub exp: u64,
-    /// What a single-purpose token opens (`events:<orderId>`: one order's event
-    /// stream); a login token has none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-}
-
-/// How long a stream ticket opens its stream (reconnects included).
-pub const TICKET_TTL_SECS: u64 = 300;
-
-/// A ticket that opens this caller's event stream of one order, and nothing else.
-pub fn stream_ticket(keys: &Keys, caller: &Claims, order_id: &str) -> anyhow::Result<String> {
-    let claims = Claims {
-        sub: caller.sub.clone(),
-        role: caller.role.clone(),
-        shop_id: None,
-        exp: unix_now()? + TICKET_TTL_SECS,
-        scope: Some(events_scope(order_id)),
-    };
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &keys.encoding,
-    )?)
-}
-
-/// The scope of a ticket for this order's event stream.
-pub fn events_scope(order_id: &str) -> String {
-    format!("events:{order_id}")
-}
-
-fn unix_now() -> anyhow::Result<u64> {
-    Ok(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs())
 }
 
 /// The token's claims, if one of the keys signed it and it has not expired.

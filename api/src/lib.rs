@@ -3,6 +3,7 @@
 //! model and never wait on a workflow.
 
 mod act;
+pub mod codec;
 pub mod auth;
 pub mod domain;
 pub mod error;
@@ -19,7 +20,7 @@ mod web;
 use auth::Keys;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use baedal_activities::db::{self, Db};
 use baedal_activities::payment::breaker::Breaker;
@@ -81,6 +82,8 @@ pub struct AppState {
     /// Password hashes checked at once (argon2 takes a core and ~19 MiB each).
     pub hashing: Arc<tokio::sync::Semaphore>,
     pub streams: Arc<streams::StreamSlots>,
+    /// Seals and opens Temporal payloads (the codec endpoint's).
+    pub cipher: Arc<baedal_worker::codec::PayloadCipher>,
 }
 
 impl AppState {
@@ -120,6 +123,9 @@ impl AppState {
             throttles: Arc::new(throttle::Throttles::new(&cfg)),
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
             streams: streams::StreamSlots::new(cfg.sse_streams_per_user, cfg.sse_streams_max),
+            cipher: Arc::new(baedal_worker::codec::PayloadCipher::from_file(
+                &cfg.payload_key_file,
+            )?),
             cfg: Arc::new(cfg),
             temporal,
             dbs,
@@ -160,8 +166,27 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(no_store(routes!(rider::deliveries)))
         .routes(no_store(routes!(rider::pickup)))
         .routes(no_store(routes!(rider::complete)))
-        .routes(no_store(routes!(notifications)));
+        .routes(no_store(routes!(notifications)))
+        .routes(codec_routes(routes!(codec::decode)))
+        .routes(codec_routes(routes!(codec::encode)));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest("/api", api)
+}
+
+/// The codec endpoint answers the Web UI's page (another origin: the UI's port
+/// on this machine) and carries personal data.
+fn codec_routes(r: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(|origin, _| {
+            // The Web UI on this machine, whatever its port.
+            let o = origin.as_bytes();
+            o.starts_with(b"http://127.0.0.1:") || o.starts_with(b"http://localhost:")
+        }))
+        .allow_methods([axum::http::Method::POST])
+        .allow_headers([header::CONTENT_TYPE, HeaderName::from_static("x-namespace")])
+        .allow_credentials(true);
+    let (schemas, paths, methods) = no_store(r);
+    (schemas, paths, methods.layer(cors))
 }
 
 /// Marks every answer of these routes (any method, refusals included)

@@ -68,7 +68,8 @@ All amounts are integer KRW; all times are RFC 3339 UTC.";
     components(
         schemas(
             Problem, OrderStatus, OrderInfo, OrderDtl, DeliveryInfo, Offer, Notification, Shop,
-            MenuItem, LoginResponse, StreamTicket, ActionResult, LineItem, Address, Rider, Refund, RefundStatus,
+            MenuItem, LoginResponse, StreamTicket, crate::codec::CodecPayloads,
+            crate::codec::CodecPayload, ActionResult, LineItem, Address, Rider, Refund, RefundStatus,
             HistoryEntry, Health, Metrics, BreakerMetrics, RefundMetrics,
         ),
         responses(

@@ -194,6 +194,10 @@ pub struct Stack {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// The payload key of the recorded histories (a test key, for nothing else).
+pub const RECORDING_PAYLOAD_KEY: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/histories/recording-payload.key");
+
 pub async fn spawn_stack() -> Stack {
     spawn_stack_with(StackOptions::default()).await
 }
@@ -225,6 +229,14 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
         "AUTH_SIGNING_KEY_FILE".into(),
         format!("{}/auth-signing.key", dir.path().display()),
     );
+    // Recordings are sealed with the test key kept beside them, so the replay
+    // test can open them; every other stack makes a key of its own.
+    let payload_key = if std::env::var("RECORD_HISTORIES").is_ok() {
+        RECORDING_PAYLOAD_KEY.to_string()
+    } else {
+        format!("{}/payload.key", dir.path().display())
+    };
+    env.insert("PAYLOAD_KEY_FILE".into(), payload_key);
     // The tests log in as the demo accounts (SPEC §3).
     env.insert("BAEDAL_DEMO".into(), "1".into());
     if opts.postgres {

@@ -11,6 +11,9 @@ fn replayer() -> WorkflowReplayer {
         WorkflowReplayerOptions::new()
             .register_workflow::<OrderFulfillment>()
             .unwrap()
+            // Recordings since the payload codec are sealed with the recording
+            // key; older ones are not, and pass through the codec as they are.
+            .data_converter(baedal_worker::sealing_converter(baedal_tests::RECORDING_PAYLOAD_KEY).unwrap())
             .build(),
     )
     .unwrap()

@@ -1,7 +1,9 @@
 //! Secrets at rest: the token-signing key lives in a file of its own, readable
 //! by this user only (made when missing), not beside the password hashes; the
 //! stores' files are 0600 too; rotating the key keeps the previous key's tokens
-//! valid until they expire, and only while the previous key is named.
+//! valid until they expire, and only while the previous key is named. Personal
+//! data rests in Temporal sealed by the payload codec, and operators read it
+//! through the codec endpoint.
 
 use baedal_activities::{DatabaseUrl, db, identity};
 use baedal_tests::*;
@@ -101,4 +103,81 @@ async fn a_key_too_short_to_sign_with_is_refused_at_start() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("shorter than"), "{err}");
+}
+
+/// Every string in a JSON value, and what it reads as when it is base64.
+fn texts(v: &serde_json::Value, out: &mut Vec<String>) {
+    use base64::Engine as _;
+    match v {
+        serde_json::Value::String(s) => {
+            out.push(s.clone());
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(s) {
+                out.push(String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| texts(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| texts(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orders_history_in_temporal_holds_no_phone_address_or_card_in_clear() {
+    let s = spawn_stack().await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let id = s.place(&customer).await;
+    s.accept(&id, &owner, 10).await;
+    let history: serde_json::Value =
+        serde_json::from_slice(&s.history_json(&id).await.unwrap()).unwrap();
+    let mut all = Vec::new();
+    texts(&history, &mut all);
+    let secrets = ["010-1234-5678", "테헤란로", "tok_ok"];
+    for secret in secrets {
+        assert!(
+            !all.iter().any(|t| t.contains(secret)),
+            "{secret} is in the history in clear"
+        );
+    }
+    // The data is there, sealed: the deployment's key opens it, and the
+    // operators' codec endpoint (on this machine) shows it.
+    let sealed: Vec<serde_json::Value> = all_payloads(&history);
+    assert!(sealed.len() > 5, "{} payloads", sealed.len());
+    let body = serde_json::json!({ "payloads": sealed });
+    let r = s
+        .http
+        .post(s.url("/api/codec/decode"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let opened: serde_json::Value = r.json().await.unwrap();
+    let mut clear = Vec::new();
+    texts(&opened, &mut clear);
+    assert!(clear.iter().any(|t| t.contains("010-1234-5678")));
+    assert!(clear.iter().any(|t| t.contains("테헤란로")));
+}
+
+/// The `{metadata, data}` payloads of a history, in the codec protocol's form.
+fn all_payloads(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let (Some(m), Some(d)) = (o.get("metadata"), o.get("data"))
+                    && m.get("encoding").is_some()
+                    && d.is_string()
+                {
+                    out.push(serde_json::json!({"metadata": m, "data": d}));
+                    return;
+                }
+                o.values().for_each(|x| walk(x, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(v, &mut out);
+    out
 }

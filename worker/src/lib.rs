@@ -8,9 +8,31 @@ use baedal_activities::{db, delivery, identity, notification, order, payment, sh
 use baedal_workflows::{Context, OrderFulfillment, PaymentReconciliation, ReconcileInput};
 use std::future::Future;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_common::data_converters::{
+    DataConverter, DefaultFailureConverter, PayloadConverter,
+};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
-/// Connects to Temporal with the configured address and namespace.
+pub mod codec;
+
+/// The data converter of every client and worker: JSON payloads, sealed by
+/// [`codec::SealingCodec`] with the key in `PAYLOAD_KEY_FILE`.
+pub fn data_converter(cfg: &Config) -> anyhow::Result<DataConverter> {
+    sealing_converter(&cfg.payload_key_file)
+}
+
+/// JSON payloads sealed with the key in this file.
+pub fn sealing_converter(key_file: &str) -> anyhow::Result<DataConverter> {
+    let cipher = codec::PayloadCipher::from_file(key_file)?;
+    Ok(DataConverter::new(
+        PayloadConverter::default(),
+        DefaultFailureConverter::default(),
+        codec::SealingCodec(std::sync::Arc::new(cipher)),
+    ))
+}
+
+/// Connects to Temporal with the configured address and namespace; payloads
+/// are sealed (see [`codec`]).
 pub async fn connect(cfg: &Config) -> anyhow::Result<Client> {
     let url = url::Url::parse(&cfg.temporal_url())
         .with_context(|| format!("TEMPORAL_ADDRESS={:?}", cfg.temporal_address))?;
@@ -23,7 +45,9 @@ pub async fn connect(cfg: &Config) -> anyhow::Result<Client> {
     .with_context(|| format!("connecting to Temporal at {}", cfg.temporal_address))?;
     Ok(Client::new(
         conn,
-        ClientOptions::new(cfg.temporal_namespace.clone()).build(),
+        ClientOptions::new(cfg.temporal_namespace.clone())
+            .data_converter(data_converter(cfg)?)
+            .build(),
     )?)
 }
 
