@@ -707,6 +707,52 @@ impl Stack {
         out
     }
 
+    /// Returns once Temporal has admitted the update `update_id` of the order's
+    /// workflow (with no worker running, it waits there for the next workflow
+    /// task): what Temporal admits first reaches the workflow first.
+    pub async fn wait_update_admitted(&self, order_id: &str, update_id: &str) {
+        use temporalio_client::tonic::IntoRequest;
+        use temporalio_common::protos::temporal::api::{
+            common::v1::WorkflowExecution,
+            enums::v1::UpdateWorkflowExecutionLifecycleStage as Stage,
+            update::v1::{UpdateRef, WaitPolicy},
+            workflowservice::v1::PollWorkflowExecutionUpdateRequest,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let request = PollWorkflowExecutionUpdateRequest {
+                namespace: self.cfg.temporal_namespace.clone(),
+                update_ref: Some(UpdateRef {
+                    workflow_execution: Some(WorkflowExecution {
+                        workflow_id: baedal_workflows::workflow_id(order_id),
+                        run_id: String::new(),
+                    }),
+                    update_id: update_id.to_string(),
+                }),
+                identity: "baedal-tests".into(),
+                wait_policy: Some(WaitPolicy {
+                    lifecycle_stage: Stage::Admitted.into(),
+                }),
+            };
+            let mut svc = self.temporal.workflow_service();
+            let polled = tokio::time::timeout(
+                Duration::from_secs(5),
+                svc.poll_workflow_execution_update(request.into_request()),
+            )
+            .await;
+            if let Ok(Ok(r)) = polled
+                && r.into_inner().stage >= Stage::Admitted as i32
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "update {update_id} of {order_id} was never admitted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Exported history of an order's workflow (for replay tests and event counts).
     pub async fn history_json(&self, order_id: &str) -> anyhow::Result<Vec<u8>> {
         let h = self

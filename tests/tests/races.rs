@@ -12,41 +12,74 @@ use baedal_workflows::Context;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// One HTTP action: path, caller's token, body.
-struct Act(String, String, Value);
+/// One HTTP action: path, caller's token, body, and the name of its update
+/// (`cancel`, `accept`, `offer.accept`, ...; the gateway's action names).
+struct Act(String, String, Value, &'static str);
 
 fn act(path: String, token: &str, body: Value) -> Act {
-    Act(path, token.to_string(), body)
+    let name = match path.rsplit('/').next().unwrap() {
+        "cancel" => "cancel",
+        "reject" => "reject",
+        "ready" => "ready",
+        "pickup" => "pickup",
+        "complete" => "complete",
+        "decline" => "offer.decline",
+        "accept" if path.contains("/rider/") => "offer.accept",
+        "accept" => "accept",
+        other => panic!("no action {other}"),
+    };
+    Act(path, token.to_string(), body, name)
 }
 
-/// Sends one action in the background; its answer must come (a hung call fails
-/// the test).
-fn send(s: &Stack, a: Act) -> tokio::task::JoinHandle<(u16, Value)> {
-    let http = s.http.clone();
-    let url = s.url(&a.0);
+/// The user a login token is for (its `sub`).
+fn caller(token: &str) -> String {
+    use base64::Engine as _;
+    let claims = token.split('.').nth(1).unwrap();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .unwrap();
+    serde_json::from_slice::<Value>(&claims).unwrap()["sub"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Sends one action in the background (with `key` as its `Idempotency-Key`, if
+/// given); its answer must come (a hung call fails the test).
+fn send_keyed(s: &Stack, a: &Act, key: Option<&str>) -> tokio::task::JoinHandle<(u16, Value)> {
+    let mut req = s
+        .http
+        .post(s.url(&a.0))
+        .bearer_auth(&a.1)
+        .json(&a.2)
+        .timeout(Duration::from_secs(120));
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
     tokio::spawn(async move {
-        let r = http
-            .post(url)
-            .bearer_auth(a.1)
-            .json(&a.2)
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await
-            .expect("the action was answered");
+        let r = req.send().await.expect("the action was answered");
         let code = r.status().as_u16();
         (code, r.json::<Value>().await.unwrap_or(Value::Null))
     })
 }
 
+fn send(s: &Stack, a: Act) -> tokio::task::JoinHandle<(u16, Value)> {
+    send_keyed(s, &a, None)
+}
+
 /// Sends `first`, then `second`, while the order worker is down, then starts
-/// the worker; returns both answers.
-async fn race(s: &Stack, first: Act, second: Act) -> [(u16, Value); 2] {
+/// the worker; returns both answers. The second is sent only once Temporal has
+/// admitted the first (the first carries a key, so its update id is known):
+/// admission order is the order the workflow sees them in.
+async fn race(s: &Stack, order_id: &str, first: Act, second: Act) -> [(u16, Value); 2] {
     s.stop_worker_and_wait(Context::Order).await;
-    let a = send(s, first);
-    // Let the first action reach Temporal before the second: arrival order is
-    // what decides, and this fixes it.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let key = "first";
+    let a = send_keyed(s, &first, Some(key));
+    let update_id = format!("{}:{}:{key}", first.3, caller(&first.1));
+    s.wait_update_admitted(order_id, &update_id).await;
     let b = send(s, second);
+    // The second is sent; give it the moment it needs to reach Temporal too
+    // (if it comes later still, it reaches the workflow later: the same order).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.start_worker(Context::Order);
     [a.await.unwrap(), b.await.unwrap()]
@@ -102,7 +135,7 @@ fn reject(id: &str, owner: &str) -> Act {
 #[tokio::test]
 async fn cancel_then_accept_at_once_cancels_and_refuses_the_accept() {
     let (s, id, customer, owner) = paid_order().await;
-    let [(c1, b1), (c2, b2)] = race(&s, cancel(&id, &customer), accept(&id, &owner)).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, cancel(&id, &customer), accept(&id, &owner)).await;
     assert_eq!((c1, c2), (200, 409), "cancel: {b1}; accept: {b2}");
     assert_eq!(b1["status"], "CANCELLED");
     assert_eq!(b1["refund"]["status"], "REFUNDED");
@@ -122,7 +155,7 @@ async fn cancel_then_accept_at_once_cancels_and_refuses_the_accept() {
 #[tokio::test]
 async fn reject_then_accept_at_once_rejects_and_refuses_the_accept() {
     let (s, id, customer, owner) = paid_order().await;
-    let [(c1, b1), (c2, b2)] = race(&s, reject(&id, &owner), accept(&id, &owner)).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, reject(&id, &owner), accept(&id, &owner)).await;
     assert_eq!((c1, c2), (200, 409), "reject: {b1}; accept: {b2}");
     assert_eq!(b1["status"], "REJECTED");
     let o = s.wait_status(&id, &customer, "REJECTED").await;
@@ -136,7 +169,7 @@ async fn reject_then_accept_at_once_rejects_and_refuses_the_accept() {
 #[tokio::test]
 async fn accept_then_cancel_at_once_accepts_and_refuses_the_cancel() {
     let (s, id, customer, owner) = paid_order().await;
-    let [(c1, b1), (c2, b2)] = race(&s, accept(&id, &owner), cancel(&id, &customer)).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, accept(&id, &owner), cancel(&id, &customer)).await;
     assert_eq!((c1, c2), (200, 409), "accept: {b1}; cancel: {b2}");
     assert_eq!(b1["status"], "ACCEPTED");
     let o = s.wait_status(&id, &customer, "ACCEPTED").await;
@@ -149,7 +182,7 @@ async fn accept_then_cancel_at_once_accepts_and_refuses_the_cancel() {
 #[tokio::test]
 async fn accept_then_reject_at_once_accepts_and_refuses_the_reject() {
     let (s, id, customer, owner) = paid_order().await;
-    let [(c1, b1), (c2, b2)] = race(&s, accept(&id, &owner), reject(&id, &owner)).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, accept(&id, &owner), reject(&id, &owner)).await;
     assert_eq!((c1, c2), (200, 409), "accept: {b1}; reject: {b2}");
     let o = s.wait_status(&id, &customer, "ACCEPTED").await;
     assert_eq!(statuses(&o), ["PAID", "ACCEPTED"]);
@@ -165,7 +198,7 @@ async fn a_rider_accepting_and_declining_at_once_gets_what_came_first() {
     let (name, rider) = s.rider_with_offer(&id, &riders).await;
     let take = act(format!("/api/rider/offers/{id}/accept"), &rider, json!({}));
     let decline = act(format!("/api/rider/offers/{id}/decline"), &rider, json!({}));
-    let [(c1, b1), (c2, b2)] = race(&s, take, decline).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, take, decline).await;
     assert_eq!((c1, c2), (200, 409), "accept: {b1}; decline: {b2}");
     let o = s.wait_status(&id, &customer, "RIDER_ASSIGNED").await;
     assert_eq!(statuses(&o), ["PAID", "ACCEPTED", "RIDER_ASSIGNED"]);
@@ -183,7 +216,7 @@ async fn a_rider_declining_and_accepting_at_once_declines_and_the_offer_moves_on
     let (name, rider) = s.rider_with_offer(&id, &riders).await;
     let decline = act(format!("/api/rider/offers/{id}/decline"), &rider, json!({}));
     let take = act(format!("/api/rider/offers/{id}/accept"), &rider, json!({}));
-    let [(c1, b1), (c2, b2)] = race(&s, decline, take).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, decline, take).await;
     assert_eq!((c1, c2), (200, 409), "decline: {b1}; accept: {b2}");
     // The next nearest rider gets it; the one who declined never does.
     let others: Vec<_> = riders.iter().filter(|(n, _)| *n != name).cloned().collect();
@@ -272,7 +305,7 @@ async fn pickup_sent_twice_and_complete_sent_twice_each_apply_once() {
             json!({}),
         )
     };
-    let [(c1, b1), (c2, b2)] = race(&s, pickup(), pickup()).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, pickup(), pickup()).await;
     assert_eq!((c1, c2), (200, 409), "pickup: {b1}; again: {b2}");
     assert_eq!(b1["status"], "PICKED_UP");
     let complete = || {
@@ -282,7 +315,7 @@ async fn pickup_sent_twice_and_complete_sent_twice_each_apply_once() {
             json!({}),
         )
     };
-    let [(c1, b1), (c2, b2)] = race(&s, complete(), complete()).await;
+    let [(c1, b1), (c2, b2)] = race(&s, &id, complete(), complete()).await;
     assert_eq!((c1, c2), (200, 409), "complete: {b1}; again: {b2}");
     assert_eq!(b1["status"], "DELIVERED");
     let o = s.wait_status(&id, &customer, "DELIVERED").await;
