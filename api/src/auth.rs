@@ -58,6 +58,49 @@ impl Keys {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "shopId")]
+    pub shop_id: Option<String>,
+    pub exp: u64,
+    /// What a single-purpose token opens (`events:<orderId>`: one order's event
+    /// stream); a login token has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// How long a stream ticket opens its stream (reconnects included).
+pub const TICKET_TTL_SECS: u64 = 300;
+
+/// A ticket that opens this caller's event stream of one order, and nothing else.
+pub fn stream_ticket(keys: &Keys, caller: &Claims, order_id: &str) -> anyhow::Result<String> {
+    let claims = Claims {
+        sub: caller.sub.clone(),
+        role: caller.role.clone(),
+        shop_id: None,
+        exp: unix_now()? + TICKET_TTL_SECS,
+        scope: Some(events_scope(order_id)),
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &keys.encoding,
+    )?)
+}
+
+/// The scope of a ticket for this order's event stream.
+pub fn events_scope(order_id: &str) -> String {
+    format!("events:{order_id}")
+}
+
+fn unix_now() -> anyhow::Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs())
+}
+
 /// The token's claims, if one of the keys signed it and it has not expired.
 pub fn decode_token(keys: &Keys, token: &str) -> anyhow::Result<Claims> {
     let v = Validation::new(Algorithm::HS256);

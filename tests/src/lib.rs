@@ -711,6 +711,7 @@ impl Stack {
     /// workflow (with no worker running, it waits there for the next workflow
     /// task): what Temporal admits first reaches the workflow first.
     pub async fn wait_update_admitted(&self, order_id: &str, update_id: &str) {
+        use temporalio_client::grpc::WorkflowService;
         use temporalio_client::tonic::IntoRequest;
         use temporalio_common::protos::temporal::api::{
             common::v1::WorkflowExecution,
@@ -734,10 +735,13 @@ impl Stack {
                     lifecycle_stage: Stage::Admitted.into(),
                 }),
             };
-            let mut svc = self.temporal.workflow_service();
+            let mut client = self.temporal.clone();
             let polled = tokio::time::timeout(
                 Duration::from_secs(5),
-                svc.poll_workflow_execution_update(request.into_request()),
+                WorkflowService::poll_workflow_execution_update(
+                    &mut client,
+                    request.into_request(),
+                ),
             )
             .await;
             if let Ok(Ok(r)) = polled
