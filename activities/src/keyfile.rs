@@ -49,7 +49,10 @@ pub fn read(path: &str, what: &str, min_len: usize) -> anyhow::Result<Vec<u8>> {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
-        tracing::warn!(path, "the {what} file may be read by other users; make it 0600");
+        tracing::warn!(
+            path,
+            "the {what} file may be read by other users; make it 0600"
+        );
     }
     Ok(key)
 }

@@ -47,9 +47,14 @@ impl Keys {
 
     /// The keys from their files: the current one is made (random, 0600) when
     /// its file does not exist yet; the previous one must exist.
-    pub fn from_files(current: &str, previous: Option<&str>, ttl_secs: u64) -> anyhow::Result<Self> {
+    pub fn from_files(
+        current: &str,
+        previous: Option<&str>,
+        ttl_secs: u64,
+    ) -> anyhow::Result<Self> {
         const WHAT: &str = "token-signing key";
-        let key = keyfile::load_or_create(current, WHAT, MIN_KEY_BYTES, || keyfile::random_hex(32))?;
+        let key =
+            keyfile::load_or_create(current, WHAT, MIN_KEY_BYTES, || keyfile::random_hex(32))?;
         let keys = Keys::new(&key, ttl_secs);
         Ok(match previous {
             Some(p) => keys.accepting(&keyfile::read(p, WHAT, MIN_KEY_BYTES)?),

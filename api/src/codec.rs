@@ -40,7 +40,12 @@ impl CodecPayload {
         let metadata = self
             .metadata
             .into_iter()
-            .map(|(k, v)| Ok((k.clone(), B64.decode(v).map_err(|_| bad(&format!("metadata {k}")))?)))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    B64.decode(v).map_err(|_| bad(&format!("metadata {k}")))?,
+                ))
+            })
             .collect::<ApiResult<_>>()?;
         Ok(Payload {
             metadata,
@@ -51,7 +56,11 @@ impl CodecPayload {
 
     fn from_payload(p: Payload) -> Self {
         CodecPayload {
-            metadata: p.metadata.into_iter().map(|(k, v)| (k, B64.encode(v))).collect(),
+            metadata: p
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k, B64.encode(v)))
+                .collect(),
             data: B64.encode(p.data),
         }
     }

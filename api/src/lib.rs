@@ -3,8 +3,8 @@
 //! model and never wait on a workflow.
 
 mod act;
-pub mod codec;
 pub mod auth;
+pub mod codec;
 pub mod domain;
 pub mod error;
 pub mod extract;

@@ -195,8 +195,10 @@ pub struct Stack {
 }
 
 /// The payload key of the recorded histories (a test key, for nothing else).
-pub const RECORDING_PAYLOAD_KEY: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/histories/recording-payload.key");
+pub const RECORDING_PAYLOAD_KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/histories/recording-payload.key"
+);
 
 pub async fn spawn_stack() -> Stack {
     spawn_stack_with(StackOptions::default()).await

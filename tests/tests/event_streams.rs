@@ -116,7 +116,11 @@ async fn a_ticket_opens_its_orders_stream_and_nothing_else() {
     let id = s.place(&customer).await;
     let other = s.place(&customer).await;
     let (code, t) = s
-        .post(&format!("/api/orders/{id}/events/ticket"), &customer, json!({}))
+        .post(
+            &format!("/api/orders/{id}/events/ticket"),
+            &customer,
+            json!({}),
+        )
         .await;
     assert_eq!(code, 200, "{t}");
     assert_eq!(t["expiresIn"], 300);
@@ -130,7 +134,10 @@ async fn a_ticket_opens_its_orders_stream_and_nothing_else() {
         .post(&format!("/api/orders/{id}/cancel"), &customer, json!({}))
         .await;
     assert_eq!(code, 200);
-    assert_eq!(next_event(&mut events).await.unwrap()["status"], "CANCELLED");
+    assert_eq!(
+        next_event(&mut events).await.unwrap()["status"],
+        "CANCELLED"
+    );
     assert_eq!(next_event(&mut events).await, None);
 
     // It opens nothing else: not another call, not another order's stream.
@@ -143,12 +150,20 @@ async fn a_ticket_opens_its_orders_stream_and_nothing_else() {
     // The login token never opens a stream from the URL.
     for q in ["ticket", "token"] {
         let p = format!("/api/orders/{other}/events?{q}={customer}");
-        assert_eq!(follow_from(&s, &p, "", None).await.err(), Some(401), "?{q}=");
+        assert_eq!(
+            follow_from(&s, &p, "", None).await.err(),
+            Some(401),
+            "?{q}="
+        );
     }
     // Another customer gets no ticket for it.
     let intruder = s.login("customer2").await;
     let (code, _) = s
-        .post(&format!("/api/orders/{id}/events/ticket"), &intruder, json!({}))
+        .post(
+            &format!("/api/orders/{id}/events/ticket"),
+            &intruder,
+            json!({}),
+        )
         .await;
     assert_eq!(code, 404);
 }

@@ -73,7 +73,9 @@ fn send(s: &Stack, a: Act) -> tokio::task::JoinHandle<(u16, Value)> {
 /// admission order is the order the workflow sees them in.
 async fn race(s: &Stack, order_id: &str, first: Act, second: Act) -> [(u16, Value); 2] {
     s.stop_worker_and_wait(Context::Order).await;
-    let key = "first";
+    // A key serves one action: each race's first action gets its own.
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let key = key.as_str();
     let a = send_keyed(s, &first, Some(key));
     let update_id = format!("{}:{}:{key}", first.3, caller(&first.1));
     s.wait_update_admitted(order_id, &update_id).await;

@@ -13,7 +13,9 @@ fn replayer() -> WorkflowReplayer {
             .unwrap()
             // Recordings since the payload codec are sealed with the recording
             // key; older ones are not, and pass through the codec as they are.
-            .data_converter(baedal_worker::sealing_converter(baedal_tests::RECORDING_PAYLOAD_KEY).unwrap())
+            .data_converter(
+                baedal_worker::sealing_converter(baedal_tests::RECORDING_PAYLOAD_KEY).unwrap(),
+            )
             .build(),
     )
     .unwrap()

@@ -22,7 +22,14 @@ async fn the_signing_key_and_the_stores_are_private_files_and_the_key_is_not_in_
     let DatabaseUrl::SqliteDir(dir) = &s.cfg.database else {
         panic!("SQLite expected")
     };
-    for context in ["identity", "order", "payment", "shop", "delivery", "notification"] {
+    for context in [
+        "identity",
+        "order",
+        "payment",
+        "shop",
+        "delivery",
+        "notification",
+    ] {
         assert_eq!(mode(&format!("{dir}/{context}.db")), 0o600, "{context}.db");
     }
     let store = db::open(&s.cfg.database, "identity", &identity::MIGRATOR)

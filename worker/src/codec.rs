@@ -35,7 +35,10 @@ impl PayloadCipher {
     pub fn from_file(path: &str) -> anyhow::Result<Self> {
         let hex = keyfile::load_or_create(path, "payload key", 64, || keyfile::random_hex(32))?;
         let hex = std::str::from_utf8(&hex)?;
-        anyhow::ensure!(hex.len() == 64, "the payload key in {path} is not 64 hex digits");
+        anyhow::ensure!(
+            hex.len() == 64,
+            "the payload key in {path} is not 64 hex digits"
+        );
         let bytes = (0..32)
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
             .collect::<Result<Vec<u8>, _>>()
@@ -139,7 +142,11 @@ mod tests {
         let sealed = c.seal(&p).unwrap();
         assert_eq!(sealed.metadata["encoding"], SEALED);
         assert!(!String::from_utf8_lossy(&sealed.data).contains("010-1234"));
-        assert_ne!(c.seal(&p).unwrap().data, sealed.data, "a fresh nonce each time");
+        assert_ne!(
+            c.seal(&p).unwrap().data,
+            sealed.data,
+            "a fresh nonce each time"
+        );
         assert_eq!(c.open(sealed.clone()).unwrap(), p);
         // Not sealed: passes as it is; sealed under another key: refused.
         assert_eq!(c.open(p.clone()).unwrap(), p);
