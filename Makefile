@@ -1,4 +1,4 @@
-.PHONY: up test bench chaos fmt lint record-histories clean-data
+.PHONY: up test bench chaos fuzz fmt lint record-histories clean-data
 
 up:            ## build and run everything (web on :8080, Temporal Web UI on :8233)
 	bash scripts/up.sh
@@ -8,6 +8,9 @@ test:          ## every test: unit, end-to-end, replay, browser, benchmark smoke
 
 bench:         ## the benchmark (figures in BENCHMARKS.md)
 	bash scripts/bench.sh
+
+fuzz:          ## schemathesis over /api/openapi.json as a customer: no 5xx, no undocumented status
+	bash scripts/fuzz.sh
 
 chaos:         ## 200 orders while the worker, API and Temporal crash; checks money, read models, notifications (RELIABILITY.md)
 	bash scripts/chaos.sh

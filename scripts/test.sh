@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions what the tests need (Temporal CLI, Chromium, playwright-core, wrk)
 # and runs every test: unit, end-to-end against real Temporal dev servers, replay,
-# make up's restart loop, a short chaos run, browser, and the benchmark's smoke run.
+# make up's restart loop, a short chaos run, an API fuzz run, browser, and the
+# benchmark's smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -11,6 +12,7 @@ cargo --version; rustc --version; node --version; python3 --version
 ensure_temporal
 ensure_browser_deps
 ensure_wrk
+ensure_schemathesis
 export BAEDAL_TEST_POSTGRES_URL=${BAEDAL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export RUST_BACKTRACE=1
 
@@ -27,6 +29,9 @@ UP_PROFILE=debug bash scripts/up-restart-test.sh 6
 log "chaos, short: ~36 orders while the worker, the API and Temporal crash; checks money, views, riders, notifications"
 bash scripts/chaos.sh --short
 
+log "API fuzz run from the OpenAPI document: no server error, no undocumented status or media type"
+bash scripts/fuzz.sh
+
 log "browser test: starting a stack"
 bash scripts/browser-test.sh 2>&1 | tee target/browser-tests.log
 browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
@@ -34,5 +39,5 @@ browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
 log "benchmark smoke run (asserts the summary's shape and that nothing is lost, never a timing)"
 bash scripts/bench.sh --smoke
 
-log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 restart loop, 1 chaos run, 1 benchmark smoke"
-echo "tests: $((rust + browser + 3)) passed, 0 failed"
+log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 restart loop, 1 chaos run, 1 API fuzz run, 1 benchmark smoke"
+echo "tests: $((rust + browser + 4)) passed, 0 failed"
