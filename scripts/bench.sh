@@ -58,6 +58,8 @@ if [ -z "${BENCH_URL:-}" ]; then
   export RUST_LOG=${RUST_LOG:-warn}
   export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
   export BAEDAL_DEMO=1
+  # The benchmark orders far faster than any customer: no per-customer limit.
+  export ORDERS_PER_CUSTOMER=10000000
   export BAEDAL_DEMO_RIDERS=$BENCH_RIDERS
   start_temporal_dev - "$temporal_port" "$ui_port" headless
   temporal_pid=${PIDS[-1]}

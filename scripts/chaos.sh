@@ -81,6 +81,8 @@ export HTTP_ADDR=127.0.0.1:$api_port PAYSIM_ADDR=127.0.0.1:$paysim_port
 unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS BAEDAL_TASK_QUEUE_PREFIX
 export RUST_LOG=${RUST_LOG:-warn}
 export BAEDAL_DEMO=1 BAEDAL_DEMO_RIDERS=$riders
+# Two customers place every order of the run: no per-customer limit.
+export ORDERS_PER_CUSTOMER=10000000
 export SHOP_ACCEPT_TIMEOUT=4s RIDER_OFFER_TIMEOUT=6s RIDER_SEARCH_TIMEOUT=20s RIDER_STALE_AFTER=30m
 # The payment reconciliation runs during the run too, and must leave live orders alone.
 export RECONCILE_INTERVAL=15s RECONCILE_MIN_AGE=20s

@@ -48,6 +48,9 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// A request, its body included, is answered within this long (else: 408).
     pub request_timeout: Duration,
+    /// Orders one customer may place within ten minutes (tries included) before
+    /// placing answers 429.
+    pub orders_per_customer: u32,
     /// Event streams one user may hold open at once.
     pub sse_streams_per_user: usize,
     /// Event streams one gateway process holds open at once.
@@ -138,6 +141,7 @@ impl Config {
             declines_per_card: num("PAYMENT_DECLINES_PER_CARD", 5)?.clamp(1, 1_000_000) as u32,
             header_read_timeout: dur("HEADER_READ_TIMEOUT", "10s")?,
             request_timeout: dur("REQUEST_TIMEOUT", "60s")?,
+            orders_per_customer: num("ORDERS_PER_CUSTOMER", 150)?.clamp(1, 10_000_000) as u32,
             sse_streams_per_user: num("SSE_STREAMS_PER_USER", 5)?.clamp(1, 10_000) as usize,
             sse_streams_max: num("SSE_STREAMS_MAX", 2000)?.clamp(1, 1_000_000) as usize,
             sse_max_lifetime: dur("SSE_MAX_LIFETIME", "30m")?,

@@ -125,6 +125,15 @@ pub async fn place(
             Keyed::Place(order_id) => order_id,
         },
     };
+    // Every new try costs a workflow and a gateway call: a customer makes at
+    // most so many in ten minutes (a repeat of an established order, above,
+    // costs neither and is never refused).
+    if let Err(wait) = st.throttles.orders_per_customer.try_take(&customer) {
+        return Err(ApiError::TooManyRequests(
+            "too many orders in a short time; wait before ordering again".into(),
+            wait,
+        ));
+    }
     // A card declined again and again is not tried any more for a while: each
     // try starts an order's workflow and asks the gateway.
     let declines = &st.throttles.declines_per_card;

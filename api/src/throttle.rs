@@ -1,6 +1,6 @@
-//! Abuse limits: how many failed logins per account and per client address, and
-//! how many declined payments per card, before the next try answers 429 with
-//! `Retry-After`. Counted with `governor`'s keyed GCRA limiters, in this
+//! Abuse limits: how many failed logins per account and per client address,
+//! how many declined payments per card, and how many orders per customer, before
+//! the next try answers 429 with `Retry-After`. Counted with `governor`'s keyed GCRA limiters, in this
 //! process's memory (each gateway process counts on its own).
 //!
 //! Only failures count, so an honest user who logs in often is never held up:
@@ -65,11 +65,37 @@ impl<K: Hash + Eq + Clone> FailureLimit<K> {
     }
 }
 
+/// A plain rate: every try takes a cell of its key's quota, and a try that
+/// finds none left is refused (nothing is done).
+pub struct RateLimit<K: Hash + Eq + Clone> {
+    quota: DefaultKeyedRateLimiter<K>,
+}
+
+impl<K: Hash + Eq + Clone> RateLimit<K> {
+    /// `burst` at once, then one more every `period / burst`.
+    pub fn new(burst: u32, period: Duration) -> Self {
+        let burst = NonZeroU32::new(burst.max(1)).unwrap();
+        let per_cell = (period / burst.get()).max(Duration::from_micros(1));
+        let quota = Quota::with_period(per_cell).unwrap().allow_burst(burst);
+        RateLimit {
+            quota: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Takes a cell for `key`, or says how long until one is back.
+    pub fn try_take(&self, key: &K) -> Result<(), Duration> {
+        self.quota
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
 /// Every limit of the gateway.
 pub struct Throttles {
     pub login_account: FailureLimit<String>,
     pub login_address: FailureLimit<IpAddr>,
     pub declines_per_card: FailureLimit<String>,
+    pub orders_per_customer: RateLimit<String>,
 }
 
 impl Throttles {
@@ -79,6 +105,7 @@ impl Throttles {
             login_account: FailureLimit::new(cfg.login_failures_per_account, minute),
             login_address: FailureLimit::new(cfg.login_failures_per_address, minute),
             declines_per_card: FailureLimit::new(cfg.declines_per_card, 10 * minute),
+            orders_per_customer: RateLimit::new(cfg.orders_per_customer, 10 * minute),
         }
     }
 }
@@ -104,6 +131,17 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(l.closed_for(&b), None);
+    }
+
+    #[test]
+    fn a_rate_refuses_past_its_burst_per_key() {
+        let r = RateLimit::new(2, Duration::from_secs(600));
+        let (a, b) = ("a".to_string(), "b".to_string());
+        assert!(r.try_take(&a).is_ok());
+        assert!(r.try_take(&a).is_ok());
+        let wait = r.try_take(&a).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(300), "{wait:?}");
+        assert!(r.try_take(&b).is_ok());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Abuse limits over real HTTP: failed logins per account and per client
-//! address, declined payments per card. Past the limit the next try answers
+//! address, declined payments per card, orders per customer. Past the limit the next try answers
 //! 429 with `Retry-After`, as a problem, before any work is done; others are
 //! not held up.
 
@@ -115,4 +115,39 @@ async fn a_card_declined_again_and_again_is_not_tried_for_a_while() {
     // Another card is not held up.
     let id = s.place(&customer).await;
     assert_eq!(s.sim.charges_of(&id).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_ordering_too_often_waits_and_a_repeat_of_a_placed_order_never_does() {
+    let s = spawn_stack_with(limits(&[("ORDERS_PER_CUSTOMER", "3")])).await;
+    let customer = s.login("customer1").await;
+    let place = |key: &'static str| {
+        s.http
+            .post(s.url("/api/orders"))
+            .bearer_auth(&customer)
+            .header("Idempotency-Key", key)
+            .json(&order_body("tok_ok"))
+            .send()
+    };
+    let mut first = None;
+    for key in ["o1", "o2", "o3"] {
+        let r = place(key).await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let body: Value = r.json().await.unwrap();
+        first.get_or_insert(body["orderId"].as_str().unwrap().to_string());
+    }
+    let calls = s.sim.calls();
+    let r = place("o4").await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(s.sim.calls(), calls, "the refused try asked no gateway");
+    // A client retrying an order it placed gets it, limit or not.
+    let r = place("o1").await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["orderId"].as_str(), first.as_deref());
+    // Another customer is not held up.
+    let other = s.login("customer2").await;
+    s.place(&other).await;
 }
