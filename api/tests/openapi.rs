@@ -42,6 +42,7 @@ const CONTRACT: &[(&str, &str, Access)] = &[
     ("GET", "/api/orders", Bearer),
     ("GET", "/api/orders/{id}", Bearer),
     ("GET", "/api/orders/{id}/events", Bearer),
+    ("POST", "/api/orders/{id}/events/ticket", Bearer),
     ("POST", "/api/orders/{id}/cancel", Bearer),
     ("GET", "/api/shop/orders", Bearer),
     ("POST", "/api/shop/orders/{id}/accept", Bearer),
@@ -60,6 +61,10 @@ const CONTRACT: &[(&str, &str, Access)] = &[
     // Operators' breaker counters, served without a token like health: they say
     // nothing about any customer, shop or rider.
     ("GET", "/api/metrics", Public),
+    // The Web UI's codec endpoint: no token (the UI sends none), callers on
+    // the same machine only (403 otherwise).
+    ("POST", "/api/codec/decode", Public),
+    ("POST", "/api/codec/encode", Public),
 ];
 
 /// Paths under /api that must not be served (plausible mistakes).
