@@ -140,7 +140,10 @@ mod tests {
         assert!(r.try_take(&a).is_ok());
         assert!(r.try_take(&a).is_ok());
         let wait = r.try_take(&a).unwrap_err();
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(300), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(300),
+            "{wait:?}"
+        );
         assert!(r.try_take(&b).is_ok());
     }
 
