@@ -960,3 +960,27 @@ pub async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) ->
         .await
         .expect("an event (or the stream's end) within 30 s")
 }
+
+/// These options on Postgres (one schema per context) instead of SQLite files.
+pub fn on_store(postgres: bool, mut opts: StackOptions) -> StackOptions {
+    opts.postgres = postgres;
+    opts
+}
+
+/// Runs the scenario `$name` (an `async fn(postgres: bool)`) as two tests,
+/// `$name::on_sqlite` and `$name::on_postgres`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$name(false).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$name(true).await
+            }
+        }
+    )+};
+}

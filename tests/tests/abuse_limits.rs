@@ -34,12 +34,11 @@ fn limits(pairs: &[(&'static str, &str)]) -> StackOptions {
     opts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_passwords_for_one_account_close_it_for_a_while_and_only_it() {
-    let s = spawn_stack_with(limits(&[
+async fn wrong_passwords_for_one_account_close_it_for_a_while_and_only_it(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, limits(&[
         ("LOGIN_FAILURES_PER_ACCOUNT", "3"),
         ("LOGIN_FAILURES_PER_ADDRESS", "100"),
-    ]))
+    ])))
     .await;
     let mut answers = Vec::new();
     for _ in 0..10 {
@@ -59,12 +58,11 @@ async fn wrong_passwords_for_one_account_close_it_for_a_while_and_only_it() {
     assert_eq!(login(&s, "owner1", "demo").await.0, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guesses_across_accounts_from_one_address_close_that_address() {
-    let s = spawn_stack_with(limits(&[
+async fn guesses_across_accounts_from_one_address_close_that_address(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, limits(&[
         ("LOGIN_FAILURES_PER_ACCOUNT", "100"),
         ("LOGIN_FAILURES_PER_ADDRESS", "4"),
-    ]))
+    ])))
     .await;
     // Logins that succeed never count.
     for _ in 0..6 {
@@ -87,9 +85,8 @@ async fn guesses_across_accounts_from_one_address_close_that_address() {
     assert!(retry.is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_card_declined_again_and_again_is_not_tried_for_a_while() {
-    let s = spawn_stack_with(limits(&[("PAYMENT_DECLINES_PER_CARD", "2")])).await;
+async fn a_card_declined_again_and_again_is_not_tried_for_a_while(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, limits(&[("PAYMENT_DECLINES_PER_CARD", "2")]))).await;
     let customer = s.login("customer1").await;
     let mut codes = Vec::new();
     for _ in 0..3 {
@@ -117,9 +114,8 @@ async fn a_card_declined_again_and_again_is_not_tried_for_a_while() {
     assert_eq!(s.sim.charges_of(&id).len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_customer_ordering_too_often_waits_and_a_repeat_of_a_placed_order_never_does() {
-    let s = spawn_stack_with(limits(&[("ORDERS_PER_CUSTOMER", "3")])).await;
+async fn a_customer_ordering_too_often_waits_and_a_repeat_of_a_placed_order_never_does(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, limits(&[("ORDERS_PER_CUSTOMER", "3")]))).await;
     let customer = s.login("customer1").await;
     let place = |key: &'static str| {
         s.http
@@ -151,3 +147,10 @@ async fn a_customer_ordering_too_often_waits_and_a_repeat_of_a_placed_order_neve
     let other = s.login("customer2").await;
     s.place(&other).await;
 }
+
+on_both_stores!(
+    wrong_passwords_for_one_account_close_it_for_a_while_and_only_it,
+    guesses_across_accounts_from_one_address_close_that_address,
+    a_card_declined_again_and_again_is_not_tried_for_a_while,
+    a_customer_ordering_too_often_waits_and_a_repeat_of_a_placed_order_never_does,
+);

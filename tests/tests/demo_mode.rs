@@ -15,11 +15,10 @@ async fn public(s: &Stack, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn without_demo_mode_nothing_is_seeded_and_the_demo_password_opens_nothing() {
+async fn without_demo_mode_nothing_is_seeded_and_the_demo_password_opens_nothing(postgres: bool) {
     let mut opts = StackOptions::default();
     opts.env.push(("BAEDAL_DEMO", "0".into()));
-    let s = spawn_stack_with(opts).await;
+    let s = spawn_stack_with(on_store(postgres, opts)).await;
     for user in ["customer1", "owner1", "rider1"] {
         let r = s
             .http
@@ -36,9 +35,8 @@ async fn without_demo_mode_nothing_is_seeded_and_the_demo_password_opens_nothing
     assert_eq!(code, 404);
 }
 
-#[tokio::test]
-async fn demo_mode_seeds_accounts_shops_and_riders_each_account_with_its_own_salt() {
-    let s = spawn_stack().await;
+async fn demo_mode_seeds_accounts_shops_and_riders_each_account_with_its_own_salt(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, StackOptions::default())).await;
     let (_, shops) = public(&s, "/api/shops").await;
     assert_eq!(shops.as_array().map(Vec::len), Some(2), "{shops}");
     let riders = s.riders(6).await;
@@ -84,3 +82,8 @@ async fn demo_mode_on_a_public_address_needs_to_be_meant() {
         .unwrap();
     build(&[("HTTP_ADDR", "127.0.0.1:8080")]).await.unwrap();
 }
+
+on_both_stores!(
+    without_demo_mode_nothing_is_seeded_and_the_demo_password_opens_nothing,
+    demo_mode_seeds_accounts_shops_and_riders_each_account_with_its_own_salt,
+);

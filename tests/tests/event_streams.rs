@@ -15,9 +15,8 @@ fn with(pairs: &[(&'static str, &str)]) -> StackOptions {
     opts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place() {
-    let s = spawn_stack_with(with(&[("SSE_STREAMS_PER_USER", "2")])).await;
+async fn a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, with(&[("SSE_STREAMS_PER_USER", "2")]))).await;
     let customer = s.login("customer1").await;
     let id = s.place(&customer).await;
     let path = format!("/api/orders/{id}/events");
@@ -53,9 +52,8 @@ async fn a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from() {
-    let s = spawn_stack().await;
+async fn a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, StackOptions::default())).await;
     let customer = s.login("customer1").await;
     let id = s.place(&customer).await;
     let path = format!("/api/orders/{id}/events");
@@ -87,9 +85,8 @@ async fn a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_ends_after_its_lifetime_and_resumes_where_it_ended() {
-    let s = spawn_stack_with(with(&[("SSE_MAX_LIFETIME", "1s")])).await;
+async fn a_stream_ends_after_its_lifetime_and_resumes_where_it_ended(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, with(&[("SSE_MAX_LIFETIME", "1s")]))).await;
     let customer = s.login("customer1").await;
     let id = s.place(&customer).await;
     let path = format!("/api/orders/{id}/events");
@@ -109,9 +106,8 @@ async fn a_stream_ends_after_its_lifetime_and_resumes_where_it_ended() {
     assert_eq!(next_event(&mut resumed).await, None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_opens_its_orders_stream_and_nothing_else() {
-    let s = spawn_stack().await;
+async fn a_ticket_opens_its_orders_stream_and_nothing_else(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, StackOptions::default())).await;
     let customer = s.login("customer1").await;
     let id = s.place(&customer).await;
     let other = s.place(&customer).await;
@@ -167,3 +163,10 @@ async fn a_ticket_opens_its_orders_stream_and_nothing_else() {
         .await;
     assert_eq!(code, 404);
 }
+
+on_both_stores!(
+    a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place,
+    a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from,
+    a_stream_ends_after_its_lifetime_and_resumes_where_it_ended,
+    a_ticket_opens_its_orders_stream_and_nothing_else,
+);

@@ -53,9 +53,8 @@ async fn the_signing_key_and_the_stores_are_private_files_and_the_key_is_not_in_
     assert_eq!(r.status().as_u16(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotated_key_keeps_the_previous_keys_tokens_valid_while_it_is_named() {
-    let s = spawn_stack().await;
+async fn a_rotated_key_keeps_the_previous_keys_tokens_valid_while_it_is_named(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, StackOptions::default())).await;
     let old_token = s.login("customer1").await;
     let dir = tempfile::tempdir().unwrap();
     let new_key = format!("{}/new.key", dir.path().display());
@@ -128,9 +127,8 @@ fn texts(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_orders_history_in_temporal_holds_no_phone_address_or_card_in_clear() {
-    let s = spawn_stack().await;
+async fn an_orders_history_in_temporal_holds_no_phone_address_or_card_in_clear(postgres: bool) {
+    let s = spawn_stack_with(on_store(postgres, StackOptions::default())).await;
     let customer = s.login("customer1").await;
     let owner = s.login("owner1").await;
     let id = s.place(&customer).await;
@@ -188,3 +186,8 @@ fn all_payloads(v: &serde_json::Value) -> Vec<serde_json::Value> {
     walk(v, &mut out);
     out
 }
+
+on_both_stores!(
+    an_orders_history_in_temporal_holds_no_phone_address_or_card_in_clear,
+    a_rotated_key_keeps_the_previous_keys_tokens_valid_while_it_is_named,
+);

@@ -6,8 +6,8 @@ use baedal_tests::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn slow_stack() -> Stack {
-    let mut opts = StackOptions::default();
+async fn slow_stack(postgres: bool) -> Stack {
+    let mut opts = on_store(postgres, StackOptions::default());
     opts.env.push(("HEADER_READ_TIMEOUT", "1s".into()));
     opts.env.push(("REQUEST_TIMEOUT", "2s".into()));
     spawn_stack_with(opts).await
@@ -27,9 +27,8 @@ async fn send_and_read_to_close(s: &Stack, sent: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unfinished_headers_are_dropped() {
-    let s = slow_stack().await;
+async fn unfinished_headers_are_dropped(postgres: bool) {
+    let s = slow_stack(postgres).await;
     let answer =
         send_and_read_to_close(&s, "GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
     // Closed, or answered with a 408 before closing; never served.
@@ -42,9 +41,8 @@ async fn unfinished_headers_are_dropped() {
     assert_eq!(code, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unfinished_body_is_answered_408_as_a_problem() {
-    let s = slow_stack().await;
+async fn an_unfinished_body_is_answered_408_as_a_problem(postgres: bool) {
+    let s = slow_stack(postgres).await;
     let answer = send_and_read_to_close(
         &s,
         "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -59,3 +57,8 @@ async fn an_unfinished_body_is_answered_408_as_a_problem() {
         "{answer}"
     );
 }
+
+on_both_stores!(
+    unfinished_headers_are_dropped,
+    an_unfinished_body_is_answered_408_as_a_problem,
+);
