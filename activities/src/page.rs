@@ -87,6 +87,23 @@ impl PageRequest {
     }
 }
 
+impl PageRequest {
+    /// The page of read-model rows `(doc, sort key, id)` fetched with
+    /// [`PageRequest::fetch`], each document parsed.
+    pub fn docs(
+        &self,
+        rows: Vec<(String, i64, String)>,
+    ) -> anyhow::Result<Page<serde_json::Value>> {
+        self.page(rows, |(_, at, id)| Cursor {
+            at: *at,
+            seq: 0,
+            id: id.clone(),
+        })
+        .try_map(|(doc, _, _)| serde_json::from_str(&doc))
+        .map_err(Into::into)
+    }
+}
+
 /// A page of a list and, when more items follow, where the next page starts.
 #[derive(Debug)]
 pub struct Page<T> {

@@ -66,6 +66,19 @@ impl CodecPayload {
     }
 }
 
+/// Converts every payload of the request, in order.
+fn each(
+    body: CodecPayloads,
+    convert: impl Fn(Payload) -> ApiResult<Payload>,
+) -> ApiResult<Json<CodecPayloads>> {
+    let payloads = body
+        .payloads
+        .into_iter()
+        .map(|p| Ok(CodecPayload::from_payload(convert(p.into_payload()?)?)))
+        .collect::<ApiResult<_>>()?;
+    Ok(Json(CodecPayloads { payloads }))
+}
+
 fn this_machine_only(client: Option<std::net::IpAddr>) -> ApiResult<()> {
     match client {
         Some(ip) if ip.is_loopback() => Ok(()),
@@ -97,18 +110,11 @@ pub async fn decode(
     Body(body): Body<CodecPayloads>,
 ) -> ApiResult<Json<CodecPayloads>> {
     this_machine_only(client)?;
-    let payloads = body
-        .payloads
-        .into_iter()
-        .map(|p| {
-            let opened = st
-                .cipher
-                .open(p.into_payload()?)
-                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-            Ok(CodecPayload::from_payload(opened))
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(Json(CodecPayloads { payloads }))
+    each(body, |p| {
+        st.cipher
+            .open(p)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))
+    })
 }
 
 /// Seal payloads (for the Web UI)
@@ -133,16 +139,9 @@ pub async fn encode(
     Body(body): Body<CodecPayloads>,
 ) -> ApiResult<Json<CodecPayloads>> {
     this_machine_only(client)?;
-    let payloads = body
-        .payloads
-        .into_iter()
-        .map(|p| {
-            let sealed = st
-                .cipher
-                .seal(&p.into_payload()?)
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
-            Ok(CodecPayload::from_payload(sealed))
-        })
-        .collect::<ApiResult<_>>()?;
-    Ok(Json(CodecPayloads { payloads }))
+    each(body, |p| {
+        st.cipher
+            .seal(&p)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))
+    })
 }

@@ -17,6 +17,13 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// `burst` cells at once, then one more every `period / burst`.
+fn quota(burst: u32, period: Duration) -> Quota {
+    let burst = NonZeroU32::new(burst.max(1)).unwrap();
+    let per_cell = (period / burst.get()).max(Duration::from_micros(1));
+    Quota::with_period(per_cell).unwrap().allow_burst(burst)
+}
+
 /// Failures of one kind per key, and the keys closed for now.
 pub struct FailureLimit<K: Hash + Eq + Clone> {
     quota: DefaultKeyedRateLimiter<K>,
@@ -26,11 +33,8 @@ pub struct FailureLimit<K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> FailureLimit<K> {
     /// `burst` failures at once, then one more every `period / burst`.
     pub fn new(burst: u32, period: Duration) -> Self {
-        let burst = NonZeroU32::new(burst.max(1)).unwrap();
-        let per_cell = (period / burst.get()).max(Duration::from_millis(1));
-        let quota = Quota::with_period(per_cell).unwrap().allow_burst(burst);
         FailureLimit {
-            quota: RateLimiter::keyed(quota),
+            quota: RateLimiter::keyed(quota(burst, period)),
             closed: Mutex::new(HashMap::new()),
         }
     }
@@ -74,11 +78,8 @@ pub struct RateLimit<K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> RateLimit<K> {
     /// `burst` at once, then one more every `period / burst`.
     pub fn new(burst: u32, period: Duration) -> Self {
-        let burst = NonZeroU32::new(burst.max(1)).unwrap();
-        let per_cell = (period / burst.get()).max(Duration::from_micros(1));
-        let quota = Quota::with_period(per_cell).unwrap().allow_burst(burst);
         RateLimit {
-            quota: RateLimiter::keyed(quota),
+            quota: RateLimiter::keyed(quota(burst, period)),
         }
     }
 

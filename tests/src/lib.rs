@@ -961,6 +961,17 @@ pub async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) ->
         .expect("an event (or the stream's end) within 30 s")
 }
 
+/// The default options with these settings (each replacing a default of the
+/// same name).
+pub fn with_env(env: &[(&'static str, &str)]) -> StackOptions {
+    let mut o = StackOptions::default();
+    for (k, v) in env {
+        o.env.retain(|(kk, _)| kk != k);
+        o.env.push((k, v.to_string()));
+    }
+    o
+}
+
 /// These options on Postgres (one schema per context) instead of SQLite files.
 pub fn on_store(postgres: bool, mut opts: StackOptions) -> StackOptions {
     opts.postgres = postgres;

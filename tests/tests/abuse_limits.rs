@@ -26,19 +26,14 @@ async fn login(s: &Stack, user: &str, password: &str) -> (u16, Option<u64>, Valu
     (status, retry, r.json().await.unwrap_or(Value::Null))
 }
 
-fn limits(pairs: &[(&'static str, &str)]) -> StackOptions {
-    let mut opts = StackOptions::default();
-    for (k, v) in pairs {
-        opts.env.push((k, v.to_string()));
-    }
-    opts
-}
-
 async fn wrong_passwords_for_one_account_close_it_for_a_while_and_only_it(postgres: bool) {
-    let s = spawn_stack_with(on_store(postgres, limits(&[
-        ("LOGIN_FAILURES_PER_ACCOUNT", "3"),
-        ("LOGIN_FAILURES_PER_ADDRESS", "100"),
-    ])))
+    let s = spawn_stack_with(on_store(
+        postgres,
+        with_env(&[
+            ("LOGIN_FAILURES_PER_ACCOUNT", "3"),
+            ("LOGIN_FAILURES_PER_ADDRESS", "100"),
+        ]),
+    ))
     .await;
     let mut answers = Vec::new();
     for _ in 0..10 {
@@ -59,10 +54,13 @@ async fn wrong_passwords_for_one_account_close_it_for_a_while_and_only_it(postgr
 }
 
 async fn guesses_across_accounts_from_one_address_close_that_address(postgres: bool) {
-    let s = spawn_stack_with(on_store(postgres, limits(&[
-        ("LOGIN_FAILURES_PER_ACCOUNT", "100"),
-        ("LOGIN_FAILURES_PER_ADDRESS", "4"),
-    ])))
+    let s = spawn_stack_with(on_store(
+        postgres,
+        with_env(&[
+            ("LOGIN_FAILURES_PER_ACCOUNT", "100"),
+            ("LOGIN_FAILURES_PER_ADDRESS", "4"),
+        ]),
+    ))
     .await;
     // Logins that succeed never count.
     for _ in 0..6 {
@@ -86,7 +84,11 @@ async fn guesses_across_accounts_from_one_address_close_that_address(postgres: b
 }
 
 async fn a_card_declined_again_and_again_is_not_tried_for_a_while(postgres: bool) {
-    let s = spawn_stack_with(on_store(postgres, limits(&[("PAYMENT_DECLINES_PER_CARD", "2")]))).await;
+    let s = spawn_stack_with(on_store(
+        postgres,
+        with_env(&[("PAYMENT_DECLINES_PER_CARD", "2")]),
+    ))
+    .await;
     let customer = s.login("customer1").await;
     let mut codes = Vec::new();
     for _ in 0..3 {
@@ -114,8 +116,14 @@ async fn a_card_declined_again_and_again_is_not_tried_for_a_while(postgres: bool
     assert_eq!(s.sim.charges_of(&id).len(), 1);
 }
 
-async fn a_customer_ordering_too_often_waits_and_a_repeat_of_a_placed_order_never_does(postgres: bool) {
-    let s = spawn_stack_with(on_store(postgres, limits(&[("ORDERS_PER_CUSTOMER", "3")]))).await;
+async fn a_customer_ordering_too_often_waits_and_a_repeat_of_a_placed_order_never_does(
+    postgres: bool,
+) {
+    let s = spawn_stack_with(on_store(
+        postgres,
+        with_env(&[("ORDERS_PER_CUSTOMER", "3")]),
+    ))
+    .await;
     let customer = s.login("customer1").await;
     let place = |key: &'static str| {
         s.http

@@ -7,16 +7,12 @@
 use baedal_tests::*;
 use serde_json::json;
 
-fn with(pairs: &[(&'static str, &str)]) -> StackOptions {
-    let mut opts = StackOptions::default();
-    for (k, v) in pairs {
-        opts.env.push((k, v.to_string()));
-    }
-    opts
-}
-
 async fn a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place(postgres: bool) {
-    let s = spawn_stack_with(on_store(postgres, with(&[("SSE_STREAMS_PER_USER", "2")]))).await;
+    let s = spawn_stack_with(on_store(
+        postgres,
+        with_env(&[("SSE_STREAMS_PER_USER", "2")]),
+    ))
+    .await;
     let customer = s.login("customer1").await;
     let id = s.place(&customer).await;
     let path = format!("/api/orders/{id}/events");
@@ -86,7 +82,7 @@ async fn a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from(p
 }
 
 async fn a_stream_ends_after_its_lifetime_and_resumes_where_it_ended(postgres: bool) {
-    let s = spawn_stack_with(on_store(postgres, with(&[("SSE_MAX_LIFETIME", "1s")]))).await;
+    let s = spawn_stack_with(on_store(postgres, with_env(&[("SSE_MAX_LIFETIME", "1s")]))).await;
     let customer = s.login("customer1").await;
     let id = s.place(&customer).await;
     let path = format!("/api/orders/{id}/events");

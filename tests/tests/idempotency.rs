@@ -46,15 +46,6 @@ async fn place_with_key(s: &Stack, token: &str, key: &str, body: &Value) -> (u16
     post_with_key(s, "/api/orders", token, key, body).await
 }
 
-fn with_env(env: &[(&'static str, &str)]) -> StackOptions {
-    let mut o = StackOptions::default();
-    for (k, v) in env {
-        o.env.retain(|(kk, _)| kk != k);
-        o.env.push((k, v.to_string()));
-    }
-    o
-}
-
 /// The gateway fails every call until told otherwise.
 fn gateway_down(s: &Stack) {
     s.sim.set_faults(Faults {

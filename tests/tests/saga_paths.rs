@@ -13,15 +13,6 @@ fn statuses(order: &Value) -> Vec<String> {
         .collect()
 }
 
-fn with_env(env: &[(&'static str, &str)]) -> StackOptions {
-    let mut o = StackOptions::default();
-    for (k, v) in env {
-        o.env.retain(|(kk, _)| kk != k);
-        o.env.push((k, v.to_string()));
-    }
-    o
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_payment_is_402_and_nothing_is_established() {
     let s = spawn_stack().await;

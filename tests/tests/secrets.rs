@@ -197,9 +197,11 @@ on_both_stores!(
 /// number, address or card in clear either.
 #[test]
 fn a_recorded_history_of_todays_code_holds_no_personal_data_in_clear() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/histories/race_offer_accept.json");
-    let history: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/histories/race_offer_accept.json"
+    );
+    let history: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let mut all = Vec::new();
     texts(&history, &mut all);
     for secret in ["010-1234-5678", "테헤란로", "tok_ok"] {

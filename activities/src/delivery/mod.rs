@@ -4,7 +4,7 @@
 
 use crate::db::Db;
 use crate::geo::distance_m;
-use crate::page::{Cursor, Page, PageRequest};
+use crate::page::{Page, PageRequest};
 use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
 use baedal_workflows::{OfferMade, OfferRequest, OrderSnapshot, OrderStatus, RiderOrder, ShopRef};
@@ -113,13 +113,7 @@ pub async fn deliveries_for(
     .bind(page.fetch())
     .fetch_all(db)
     .await?;
-    page.page(rows, |(_, at, id)| Cursor {
-        at: *at,
-        seq: 0,
-        id: id.clone(),
-    })
-    .try_map(|(d, _, _)| serde_json::from_str(&d))
-    .map_err(Into::into)
+    page.docs(rows)
 }
 
 pub async fn find_delivery(

@@ -8,7 +8,7 @@ pub use keys::{ActionKey, KeyedAction, Placement};
 pub mod reconcile;
 
 use crate::db::Db;
-use crate::page::{Cursor, Page, PageRequest};
+use crate::page::{Page, PageRequest};
 use crate::time::rfc3339;
 use baedal_workflows::OrderSnapshot;
 use baedal_workflows::activities::def;
@@ -53,13 +53,7 @@ pub async fn list_for_customer(
     .bind(page.fetch())
     .fetch_all(db)
     .await?;
-    page.page(rows, |(_, at, id)| Cursor {
-        at: *at,
-        seq: 0,
-        id: id.clone(),
-    })
-    .try_map(|(d, _, _)| serde_json::from_str(&d))
-    .map_err(Into::into)
+    page.docs(rows)
 }
 
 /// One order with its owner (customer id), for the tenant check.

@@ -1,7 +1,7 @@
 //! Shop context: the catalogue (shops, menus) and the owner's read model, OrderDtl.
 
 use crate::db::Db;
-use crate::page::{Cursor, Page, PageRequest};
+use crate::page::{Page, PageRequest};
 use crate::time::rfc3339;
 use baedal_workflows::OrderSnapshot;
 use baedal_workflows::activities::def;
@@ -102,13 +102,7 @@ pub async fn list_orders(
     .bind(page.fetch())
     .fetch_all(db)
     .await?;
-    page.page(rows, |(_, at, id)| Cursor {
-        at: *at,
-        seq: 0,
-        id: id.clone(),
-    })
-    .try_map(|(doc, _, _)| serde_json::from_str(&doc))
-    .map_err(Into::into)
+    page.docs(rows)
 }
 
 pub async fn find_order(
