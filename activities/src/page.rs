@@ -43,7 +43,7 @@ impl Cursor {
 
     /// `None` for anything [`Cursor::encode`] did not make.
     pub fn decode(raw: &str) -> Option<Self> {
-        if raw.len() % 2 != 0 || raw.len() > 2048 {
+        if !raw.len().is_multiple_of(2) || raw.len() > 2048 {
             return None;
         }
         let bytes = (0..raw.len())
