@@ -115,7 +115,10 @@ impl AppState {
             cfg.breaker_failures,
             cfg.breaker_cooldown,
         ));
-        let temporal = baedal_worker::connect(&cfg).await?;
+        let cipher = Arc::new(baedal_worker::codec::PayloadCipher::from_file(
+            &cfg.payload_key_file,
+        )?);
+        let temporal = baedal_worker::connect_sealing(&cfg, cipher.clone()).await?;
         // Made now, so the first login of an unknown name takes no longer than any.
         tokio::task::spawn_blocking(identity::stand_in_hash).await?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -123,9 +126,7 @@ impl AppState {
             throttles: Arc::new(throttle::Throttles::new(&cfg)),
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
             streams: streams::StreamSlots::new(cfg.sse_streams_per_user, cfg.sse_streams_max),
-            cipher: Arc::new(baedal_worker::codec::PayloadCipher::from_file(
-                &cfg.payload_key_file,
-            )?),
+            cipher,
             cfg: Arc::new(cfg),
             temporal,
             dbs,

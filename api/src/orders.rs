@@ -137,7 +137,8 @@ pub async fn place(
     // A card declined again and again is not tried any more for a while: each
     // try starts an order's workflow and asks the gateway.
     let declines = &st.throttles.declines_per_card;
-    if let Some(wait) = declines.closed_for(&order.card().to_string()) {
+    let card = order.card().to_string();
+    if let Some(wait) = declines.closed_for(&card) {
         return Err(ApiError::TooManyRequests(
             "this card was declined too often; wait before paying with it again".into(),
             wait,
@@ -145,7 +146,7 @@ pub async fn place(
     }
     let outcome = start_order(&st, order.request(&order_id, &customer, &st.cfg)).await?;
     if matches!(outcome, PlaceOutcome::Declined { .. }) {
-        declines.failed(&order.card().to_string());
+        declines.failed(&card);
     }
     Ok(Placed { order_id, outcome })
 }

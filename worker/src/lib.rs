@@ -15,25 +15,35 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 pub mod codec;
 
-/// The data converter of every client and worker: JSON payloads, sealed by
-/// [`codec::SealingCodec`] with the key in `PAYLOAD_KEY_FILE`.
-pub fn data_converter(cfg: &Config) -> anyhow::Result<DataConverter> {
-    sealing_converter(&cfg.payload_key_file)
-}
-
 /// JSON payloads sealed with the key in this file.
 pub fn sealing_converter(key_file: &str) -> anyhow::Result<DataConverter> {
     let cipher = codec::PayloadCipher::from_file(key_file)?;
-    Ok(DataConverter::new(
+    Ok(sealed_with(std::sync::Arc::new(cipher)))
+}
+
+/// The data converter of every client and worker: JSON payloads, sealed by
+/// [`codec::SealingCodec`] with this cipher.
+fn sealed_with(cipher: std::sync::Arc<codec::PayloadCipher>) -> DataConverter {
+    DataConverter::new(
         PayloadConverter::default(),
         DefaultFailureConverter::default(),
-        codec::SealingCodec(std::sync::Arc::new(cipher)),
-    ))
+        codec::SealingCodec(cipher),
+    )
 }
 
 /// Connects to Temporal with the configured address and namespace; payloads
-/// are sealed (see [`codec`]).
+/// are sealed with the key in `PAYLOAD_KEY_FILE` (see [`codec`]).
 pub async fn connect(cfg: &Config) -> anyhow::Result<Client> {
+    let cipher = codec::PayloadCipher::from_file(&cfg.payload_key_file)?;
+    connect_sealing(cfg, std::sync::Arc::new(cipher)).await
+}
+
+/// [`connect`] with a cipher the caller already holds (the gateway's codec
+/// endpoint uses the same one), so the key file is read once per process.
+pub async fn connect_sealing(
+    cfg: &Config,
+    cipher: std::sync::Arc<codec::PayloadCipher>,
+) -> anyhow::Result<Client> {
     let url = url::Url::parse(&cfg.temporal_url())
         .with_context(|| format!("TEMPORAL_ADDRESS={:?}", cfg.temporal_address))?;
     let conn = Connection::connect(
@@ -46,7 +56,7 @@ pub async fn connect(cfg: &Config) -> anyhow::Result<Client> {
     Ok(Client::new(
         conn,
         ClientOptions::new(cfg.temporal_namespace.clone())
-            .data_converter(data_converter(cfg)?)
+            .data_converter(sealed_with(cipher))
             .build(),
     )?)
 }
