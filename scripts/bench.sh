@@ -29,7 +29,9 @@ trap 'exit 130' INT TERM
 if [ $smoke = 1 ]; then
   profile=debug
   # Ports apart from `make up` (8080…), the browser test (18080…) and a full bench run.
-  api_port=38080 paysim_port=38090 temporal_port=37233 ui_port=38233
+  # Below the kernel's ephemeral range (32768-60999), so no outgoing connection
+  # can hold one of these ports when a server binds it.
+  api_port=29080 paysim_port=29090 temporal_port=29233 ui_port=29234
   export BENCH_ORDERS=${BENCH_ORDERS:-20} BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-4}
   export BENCH_CEILING_S=${BENCH_CEILING_S:-2} BENCH_WRK_S=${BENCH_WRK_S:-1}
   export BENCH_ORDER_TIMEOUT_S=${BENCH_ORDER_TIMEOUT_S:-120} BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-300}

@@ -35,14 +35,16 @@ done
 if [ $short = 1 ]; then
   profile=debug
   # Ports apart from `make up` (8080…), the browser test, the benchmark and a full chaos run.
-  api_port=58080 paysim_port=58090 temporal_port=57233 ui_port=58233
+  # Below the kernel's ephemeral range (32768-60999): no outgoing connection
+  # can hold one of these ports when a restarted server binds it again.
+  api_port=26080 paysim_port=26090 temporal_port=26233 ui_port=26234
   riders=${riders:-8}
   defaults=(--orders 36 --concurrency 5 --riders "$riders" --worker-kills 1 --api-kills 1
     --temporal-restarts 1 --settle-s 90)
   export CHAOS_OUT=${CHAOS_OUT:-target/chaos/short-summary.json}
 else
   profile=release
-  api_port=48080 paysim_port=48090 temporal_port=47233 ui_port=48233
+  api_port=25080 paysim_port=25090 temporal_port=25233 ui_port=25234
   riders=${riders:-12}
   defaults=(--orders 200 --concurrency 8 --riders "$riders" --worker-kills 2 --api-kills 1
     --temporal-restarts 1 --settle-s 180)
