@@ -4,6 +4,7 @@
 //! and writes the summary; `baedal-bench check <summary.json>` is the smoke
 //! run's assertion on that file.
 
+mod actions;
 mod http;
 mod lifecycle;
 mod procs;
@@ -285,6 +286,12 @@ fn summarize(
         hist.per_workflow.iter().sum::<usize>() as f64 / hist.per_workflow.len() as f64
     };
     let efficiency = orders_per_s * events_per_order / ceiling.events_per_s();
+    let actions_per_order = if hist.actions_per_workflow.is_empty() {
+        f64::NAN
+    } else {
+        hist.actions_per_workflow.iter().sum::<u64>() as f64
+            / hist.actions_per_workflow.len() as f64
+    };
     let place = rec.summary("place_alone");
     let place_p99 = place.map_or(f64::NAN, |p| p.p99);
     let place_p50 = place.map_or(f64::NAN, |p| p.p50);
@@ -317,6 +324,7 @@ fn summarize(
     let mut s = json!({
         "orders_per_s": num(orders_per_s, 3),
         "events_per_order": num(events_per_order, 2),
+        "actions_per_order": num(actions_per_order, 2),
         "efficiency": num(efficiency, 3),
         "place_p99_ms": num(place_p99, 2),
         "place_overhead_p99_ratio": num(place_p99 / bare.p99, 2),
@@ -349,6 +357,10 @@ fn summarize(
         "histories_read": hist.per_workflow.len(),
         "events_by_type": Value::Object(
             hist.by_type.iter().map(|(k, v)| (k.clone(), json!(round(*v, 2)))).collect()
+        ),
+        // Temporal Cloud billable Actions by kind, mean per order (see actions.rs).
+        "actions_by_kind": Value::Object(
+            hist.actions_by_kind.iter().map(|(k, v)| (k.clone(), json!(round(*v, 2)))).collect()
         ),
         "ceiling": {
             "workflows": ceiling.workflows,

@@ -77,6 +77,7 @@ pub fn table(s: &Value) -> String {
     let rows = [
         ("orders/s", "orders_per_s"),
         ("events per order", "events_per_order"),
+        ("Temporal Cloud actions per order", "actions_per_order"),
         ("ceiling events/s (1-activity wf)", "ceiling_events_per_s"),
         ("efficiency", "efficiency"),
         ("API+workers share of CPU", "cpu_share_api_workers"),
@@ -152,16 +153,24 @@ pub fn table(s: &Value) -> String {
             );
         }
     }
-    let _ = writeln!(out, "\nevents per order by type (mean)");
-    if let Some(types) = s["events_by_type"].as_object() {
-        let mut v: Vec<_> = types.iter().collect();
-        v.sort_by(|a, b| {
-            b.1.as_f64()
-                .unwrap_or(0.0)
-                .total_cmp(&a.1.as_f64().unwrap_or(0.0))
-        });
-        for (k, n) in v {
-            let _ = writeln!(out, "  {:<44} {:>7}", k, f(n));
+    for (title, key) in [
+        ("events per order by type (mean)", "events_by_type"),
+        (
+            "Temporal Cloud actions per order by kind (mean)",
+            "actions_by_kind",
+        ),
+    ] {
+        let _ = writeln!(out, "\n{title}");
+        if let Some(types) = s[key].as_object() {
+            let mut v: Vec<_> = types.iter().collect();
+            v.sort_by(|a, b| {
+                b.1.as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.1.as_f64().unwrap_or(0.0))
+            });
+            for (k, n) in v {
+                let _ = writeln!(out, "  {:<44} {:>7}", k, f(n));
+            }
         }
     }
     out
@@ -199,6 +208,16 @@ pub fn check(s: &Value) -> Result<(), Vec<String>> {
     if s["events_by_type"].as_object().is_none_or(Map::is_empty) {
         problems.push("events_by_type is empty".into());
     }
+    // Every delivered order was started and ran activities: it cost Actions.
+    if !s["actions_per_order"].as_f64().is_some_and(|a| a > 0.0) {
+        problems.push(format!(
+            "actions_per_order is {} (expected a positive number)",
+            s["actions_per_order"]
+        ));
+    }
+    if s["actions_by_kind"].as_object().is_none_or(Map::is_empty) {
+        problems.push("actions_by_kind is empty or missing".into());
+    }
     match s["place_probe_problems"].as_array() {
         Some(p) if p.is_empty() => {}
         Some(p) => problems.push(format!("place probes: {}", Value::from(p.clone()))),
@@ -235,6 +254,8 @@ mod tests {
             "cpu_s_per_order": {"api": 0.01, "workers": 0.02, "temporal": 0.05},
             "latencies_ms": {"place": {"count": 4, "p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 3.0}},
             "events_by_type": {"ACTIVITY_TASK_SCHEDULED": 9.0},
+            "actions_per_order": 40.0,
+            "actions_by_kind": {"schedule_activity": 19.0, "start_workflow": 1.0},
             "lost_orders": 0, "double_charges": 0, "place_probe_problems": [],
             "orders": {"requested": 20, "delivered": 20},
         })
@@ -270,6 +291,35 @@ mod tests {
         let mut s = good();
         s["place_probe_problems"] = json!(["probe x: 2 charges"]);
         assert!(check(&s).is_err());
+    }
+
+    #[test]
+    fn missing_or_empty_actions_fail() {
+        let mut s = good();
+        let m = s.as_object_mut().unwrap();
+        m.remove("actions_per_order");
+        m.remove("actions_by_kind");
+        let problems = check(&s).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("actions_per_order"));
+        assert!(problems[1].contains("actions_by_kind"));
+
+        for bad in [json!(0.0), json!(-1.0), Value::Null, json!("40")] {
+            let mut s = good();
+            s["actions_per_order"] = bad;
+            assert!(check(&s).unwrap_err()[0].contains("actions_per_order"));
+        }
+
+        let mut s = good();
+        s["actions_by_kind"] = json!({});
+        assert!(check(&s).unwrap_err()[0].contains("actions_by_kind"));
+    }
+
+    #[test]
+    fn the_table_shows_actions() {
+        let t = table(&good());
+        assert!(t.contains("Temporal Cloud actions per order"));
+        assert!(t.contains("schedule_activity"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! for the ceiling, a workflow whose update returns at once for the bare
 //! update-with-start round trip, and the histories of the measured orders.
 
+use crate::actions::{Event, billable_actions};
 use crate::stats::Summary;
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -15,7 +16,6 @@ use temporalio_client::{
     WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::UntypedWorkflow;
-use temporalio_common::protos::temporal::api::enums::v1::EventType;
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::runtime::PollerBehavior;
@@ -310,8 +310,9 @@ pub async fn bare_update_with_start(
     Summary::of(&took).context("no update-with-start was measured")
 }
 
-/// The event types of one workflow's history, in order.
-pub async fn history(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<String>> {
+/// One workflow's history, in order: each event's type and what the count of
+/// Temporal Cloud Actions needs of it.
+pub async fn history(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<Event>> {
     let events = tokio::time::timeout(
         CALL_TIMEOUT,
         client
@@ -322,25 +323,18 @@ pub async fn history(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<S
     .await
     .with_context(|| format!("fetching the history of {workflow_id} timed out"))?
     .with_context(|| format!("fetching the history of {workflow_id}"))?;
-    Ok(events
-        .iter()
-        .map(|e| {
-            EventType::try_from(e.event_type)
-                .map(|t| {
-                    t.as_str_name()
-                        .trim_start_matches("EVENT_TYPE_")
-                        .to_string()
-                })
-                .unwrap_or_else(|_| format!("UNKNOWN_{}", e.event_type))
-        })
-        .collect())
+    Ok(events.iter().map(Event::from).collect())
 }
 
-/// Events per order and how they break down by type, over these workflows.
+/// Events per order and how they break down by type, over these workflows;
+/// the same for Temporal Cloud billable Actions (see `actions`).
 pub struct Histories {
     pub per_workflow: Vec<usize>,
     /// Mean count of each event type per workflow, most frequent first.
     pub by_type: Vec<(String, f64)>,
+    pub actions_per_workflow: Vec<u64>,
+    /// Mean Actions of each kind per workflow, most first.
+    pub actions_by_kind: Vec<(String, f64)>,
 }
 
 const CLOSE_EVENTS: [&str; 6] = [
@@ -354,11 +348,13 @@ const CLOSE_EVENTS: [&str; 6] = [
 
 /// The history of a workflow once it has closed: an order's last projections
 /// and notifications may still run for a moment after the rider completes.
-async fn closed_history(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<String>> {
+async fn closed_history(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<Event>> {
     let deadline = Instant::now() + CALL_TIMEOUT;
     loop {
         let h = history(client, workflow_id).await?;
-        if h.last().is_some_and(|t| CLOSE_EVENTS.contains(&t.as_str())) {
+        if h.last()
+            .is_some_and(|e| CLOSE_EVENTS.contains(&e.event_type.as_str()))
+        {
             return Ok(h);
         }
         if Instant::now() >= deadline {
@@ -369,26 +365,39 @@ async fn closed_history(client: &Client, workflow_id: &str) -> anyhow::Result<Ve
 }
 
 pub async fn histories(client: &Client, workflow_ids: &[String]) -> anyhow::Result<Histories> {
-    let fetched: Vec<anyhow::Result<Vec<String>>> =
+    let fetched: Vec<anyhow::Result<Vec<Event>>> =
         futures::stream::iter(workflow_ids.iter().map(|id| closed_history(client, id)))
             .buffer_unordered(8)
             .collect()
             .await;
     let mut per_workflow = Vec::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut actions_per_workflow = Vec::new();
+    let mut action_counts: BTreeMap<String, u64> = BTreeMap::new();
     for h in fetched {
         let h = h?;
         per_workflow.push(h.len());
-        for t in h {
-            *counts.entry(t).or_default() += 1;
+        let actions = billable_actions(&h);
+        actions_per_workflow.push(actions.values().sum());
+        for (kind, n) in actions {
+            *action_counts.entry(kind.to_string()).or_default() += n;
+        }
+        for e in h {
+            *counts.entry(e.event_type).or_default() += 1;
         }
     }
     let n = per_workflow.len().max(1) as f64;
-    let mut by_type: Vec<(String, f64)> =
-        counts.into_iter().map(|(t, c)| (t, c as f64 / n)).collect();
-    by_type.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(Histories {
         per_workflow,
-        by_type,
+        by_type: means(counts, n),
+        actions_per_workflow,
+        actions_by_kind: means(action_counts, n),
     })
+}
+
+/// Totals over `n` workflows as means per workflow, most first.
+fn means(totals: BTreeMap<String, u64>, n: f64) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = totals.into_iter().map(|(k, c)| (k, c as f64 / n)).collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
 }
