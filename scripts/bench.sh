@@ -31,14 +31,14 @@ if [ $smoke = 1 ]; then
   # Ports apart from `make up` (8080…), the browser test (18080…) and a full bench run.
   # Below the kernel's ephemeral range (32768-60999), so no outgoing connection
   # can hold one of these ports when a server binds it.
-  api_port=29080 paysim_port=29090 temporal_port=29233 ui_port=29234
+  api_port=29080 paysim_port=29090 temporal_port=29233 ui_port=29234 nats_port=29422
   export BENCH_ORDERS=${BENCH_ORDERS:-20} BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-4}
   export BENCH_CEILING_S=${BENCH_CEILING_S:-2} BENCH_WRK_S=${BENCH_WRK_S:-1}
   export BENCH_ORDER_TIMEOUT_S=${BENCH_ORDER_TIMEOUT_S:-120} BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-300}
   export BENCH_OUT=${BENCH_OUT:-target/bench/smoke-summary.json} BENCH_SMOKE=1
 else
   profile=release
-  api_port=28080 paysim_port=28090 temporal_port=27233 ui_port=28233
+  api_port=28080 paysim_port=28090 temporal_port=27233 ui_port=28233 nats_port=28422
   export BENCH_OUT=${BENCH_OUT:-target/bench/summary.json}
   log "building (release)"
   cargo build --release --bins
@@ -56,7 +56,8 @@ if [ -z "${BENCH_URL:-}" ]; then
   ensure_temporal
   export DATABASE_URL="sqlite:$data"
   export HTTP_ADDR=127.0.0.1:$api_port PAYSIM_ADDR=127.0.0.1:$paysim_port
-  unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS
+  # Its own servers, whatever the environment names (as for the payment gateway).
+  unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS NATS_URL
   export RUST_LOG=${RUST_LOG:-warn}
   export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
   export BAEDAL_DEMO=1
@@ -65,9 +66,10 @@ if [ -z "${BENCH_URL:-}" ]; then
   export BAEDAL_DEMO_RIDERS=$BENCH_RIDERS
   start_temporal_dev - "$temporal_port" "$ui_port" headless
   temporal_pid=${PIDS[-1]}
+  start_nats "$nats_port" "$data/nats"
   start_stack "$bin"
   export BENCH_URL=http://$HTTP_ADDR BENCH_PAYSIM_URL=$PAYMENT_GATEWAY_URL
-  export BENCH_PIDS="api=$API_PID,workers=$WORKER_PID,temporal=$temporal_pid,paysim=$PAYSIM_PID"
+  export BENCH_PIDS="api=$API_PID,workers=$WORKER_PID,temporal=$temporal_pid,paysim=$PAYSIM_PID,nats=$NATS_PID"
 else
   : "${TEMPORAL_ADDRESS:?BENCH_URL needs TEMPORAL_ADDRESS}"
   : "${PAYMENT_GATEWAY_URL:?BENCH_URL needs PAYMENT_GATEWAY_URL}"

@@ -10,11 +10,12 @@ ensure_browser_deps
 data=$(mktemp -d)
 export DATABASE_URL="sqlite:$data"
 export HTTP_ADDR=127.0.0.1:18080 PAYSIM_ADDR=127.0.0.1:18090
-unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS
+unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS NATS_URL
 export RUST_LOG=${RUST_LOG:-warn}
 export BAEDAL_DEMO=1
 export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
 start_temporal_dev - 17233 18233 headless
+start_nats 18422 "$data/nats"
 start_stack target/debug
 mkdir -p target/screenshots
 (cd tests/browser && BAEDAL_URL="http://$HTTP_ADDR" node --test flow.test.mjs)

@@ -13,9 +13,10 @@ ensure_schemathesis
 data=$(mktemp -d)
 export DATABASE_URL="sqlite:$data"
 export HTTP_ADDR=127.0.0.1:28080 PAYSIM_ADDR=127.0.0.1:28090
-unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS
+unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS NATS_URL
 export RUST_LOG=${RUST_LOG:-error} BAEDAL_DEMO=1
 start_temporal_dev - 27233 28233 headless
+start_nats 27422 "$data/nats"
 start_stack target/debug
 token=$(curl -fsS -H 'content-type: application/json' \
   -d '{"username":"customer1","password":"demo"}' "http://$HTTP_ADDR/api/auth/login" |

@@ -1,4 +1,4 @@
-# Shared helpers for scripts/up.sh, scripts/test.sh and scripts/bench.sh.
+# Shared helpers for the scripts under scripts/ (up, test, bench, chaos, fuzz, ...).
 # Everything a fresh machine needs is installed from the package registries.
 
 TEMPORAL_CLI_VERSION=1.9.1
@@ -85,6 +85,81 @@ wait_temporal() {
     sleep 0.3
   done
   running "$pid"
+}
+
+# Exports NATS_SERVER_BIN: nats-server, the broker of the order changes (JetStream).
+# NATS_SERVER_BIN when set, else nats-server on PATH, else Debian's
+# /usr/sbin/nats-server; when none is there, installs Debian's nats-server as root.
+ensure_nats() {
+  if [ -n "${NATS_SERVER_BIN:-}" ]; then
+    [ -x "$NATS_SERVER_BIN" ] || { log "NATS_SERVER_BIN=$NATS_SERVER_BIN is not an executable"; return 1; }
+  elif command -v nats-server >/dev/null; then
+    NATS_SERVER_BIN=$(command -v nats-server)
+  elif [ -x /usr/sbin/nats-server ]; then
+    NATS_SERVER_BIN=/usr/sbin/nats-server
+  elif [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null; then
+    log "installing Debian's nats-server (the broker of the order changes)"
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null || true
+    hash -r
+    if command -v nats-server >/dev/null; then
+      NATS_SERVER_BIN=$(command -v nats-server)
+    elif [ -x /usr/sbin/nats-server ]; then
+      NATS_SERVER_BIN=/usr/sbin/nats-server
+    fi
+  fi
+  if [ -z "${NATS_SERVER_BIN:-}" ]; then
+    log "nats-server not found: install it (Debian: apt-get install nats-server), or set NATS_SERVER_BIN to it, or NATS_URL to a running server with JetStream"
+    return 1
+  fi
+  export NATS_SERVER_BIN
+  "$NATS_SERVER_BIN" --version >&2
+}
+
+# listening <port>: something accepts connections on 127.0.0.1:<port>.
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# start_nats <port> <store-dir> [log-file]: nats-server with JetStream on
+# 127.0.0.1:<port>, its streams kept under <store-dir> (a server started again
+# on the same directory finds them there); exports NATS_URL and NATS_PID, and
+# the server's pid is the last of PIDS. Logs to <log-file> (default
+# data/nats.log). NATS_MONITOR_PORT=<port> also opens its monitoring endpoint
+# (http://127.0.0.1:<port>/jsz). With NATS_URL already set it starts nothing
+# (NATS_PID stays empty) and the stack uses that server.
+start_nats() {
+  local port=$1 store=$2 logfile=${3:-data/nats.log}
+  NATS_PID=
+  if [ -n "${NATS_URL:-}" ]; then
+    log "using the NATS server at $NATS_URL (NATS_URL is set)"
+    return 0
+  fi
+  ensure_nats || return 1
+  if listening "$port"; then
+    log "something already listens on 127.0.0.1:$port (an earlier run's nats-server?); stop it first"
+    return 1
+  fi
+  local args=(-js -a 127.0.0.1 -p "$port" -sd "$store")
+  [ -n "${NATS_MONITOR_PORT:-}" ] && args+=(-m "$NATS_MONITOR_PORT")
+  mkdir -p "$store" "$(dirname "$logfile")"
+  spawn "$NATS_SERVER_BIN" "${args[@]}" >"$logfile" 2>&1
+  NATS_PID=$SPAWNED
+  local deadline=$((SECONDS + 30))
+  until listening "$port"; do
+    if ! running "$NATS_PID"; then
+      log "nats-server exited on start; see $logfile"
+      return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "nats-server did not listen on 127.0.0.1:$port within 30s; see $logfile"
+      return 1
+    fi
+    sleep 0.1
+  done
+  running "$NATS_PID" || { log "nats-server exited on start; see $logfile"; return 1; }
+  export NATS_URL="nats://127.0.0.1:$port"
+  log "NATS (JetStream) on $NATS_URL, store in $store"
 }
 
 # start_stack <bin-dir>: the payment gateway simulator on PAYSIM_ADDR (unless

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Provisions what the tests need (Temporal CLI, Chromium, playwright-core, wrk)
+# Provisions what the tests need (Temporal CLI, nats-server, Chromium,
+# playwright-core, wrk, schemathesis)
 # and runs every test: unit, end-to-end against real Temporal dev servers, replay,
 # make up's restart loop, a short chaos run, an API fuzz run, browser, and the
 # benchmark's smoke run.
@@ -10,6 +11,9 @@ started=$SECONDS
 cargo --version; rustc --version; node --version; python3 --version
 
 ensure_temporal
+# Exports NATS_SERVER_BIN: the harness (tests/src/lib.rs) starts that binary for
+# each test binary's JetStream server, unless NATS_URL names one.
+ensure_nats
 ensure_browser_deps
 ensure_wrk
 ensure_schemathesis

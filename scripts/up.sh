@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs everything on this machine: Temporal dev server (unless TEMPORAL_ADDRESS is
-# given), the payment gateway simulator (unless PAYMENT_GATEWAY_URL is given), the
-# workers of BAEDAL_CONTEXTS and the API with the web pages. Ctrl-C stops it all
-# and returns once every process has exited, so `make up` can start again at once.
+# given), NATS with JetStream for the order changes (unless NATS_URL is given; on
+# 127.0.0.1:8422, its streams in data/nats), the payment gateway simulator (unless
+# PAYMENT_GATEWAY_URL is given), the workers of BAEDAL_CONTEXTS and the API with
+# the web pages. Ctrl-C stops it all and returns once every process has exited,
+# so `make up` can start again at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -14,7 +16,7 @@ PID_FILE=data/up.pids
 
 stop_up() {
   trap '' INT TERM HUP
-  # The API and the worker first, then the Temporal server they talk to.
+  # The API and the worker first, then the servers they talk to (NATS, Temporal).
   local apps=() pid
   for pid in "${API_PID:-}" "${WORKER_PID:-}" "${PAYSIM_PID:-}"; do
     if [ -n "$pid" ]; then apps+=("$pid"); fi
@@ -61,6 +63,8 @@ if [ -z "${TEMPORAL_ADDRESS:-}" ]; then
   start_temporal_dev data/temporal.db 7233 8233
   temporal_ui=http://127.0.0.1:8233
 fi
+# The order changes' stream lives in data/nats: kept across restarts like the rest of ./data.
+start_nats 8422 data/nats data/nats.log
 start_stack "target/$profile"
 
 cat >&2 <<MSG
@@ -70,6 +74,7 @@ cat >&2 <<MSG
     API docs         http://$HTTP_ADDR/api/docs
     Temporal Web UI  $temporal_ui
     payment gateway  $PAYMENT_GATEWAY_URL
+    NATS (JetStream) $NATS_URL
 $(if [ "$BAEDAL_DEMO" = 1 ]; then echo "  demo logins (password demo): customer1 customer2 owner1 owner2 rider1..rider${BAEDAL_DEMO_RIDERS:-6}"; fi)
   Ctrl-C stops everything.
 

@@ -98,6 +98,161 @@ fn start_dev_server() -> anyhow::Result<String> {
     Ok(addr)
 }
 
+/// URL of the NATS server (JetStream on) the stacks' order changes go through:
+/// `NATS_URL` when set, else one server per test binary, started on first use on
+/// a free port with a temporary store and dying with the test process.
+pub fn nats_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(u) = std::env::var("NATS_URL")
+            && !u.is_empty()
+        {
+            return u;
+        }
+        start_nats_server().expect("starting nats-server")
+    })
+    .clone()
+}
+
+/// `NATS_SERVER_BIN` (scripts/test.sh sets it), else `nats-server` on PATH, else
+/// Debian's /usr/sbin/nats-server.
+fn nats_server_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        return bin.into();
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("nats-server"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| "/usr/sbin/nats-server".into())
+}
+
+/// The servers' store directories (in the temp dir) are named after the test
+/// process that made them: `baedal-test-nats-<pid>-<random>`.
+const NATS_STORE_PREFIX: &str = "baedal-test-nats-";
+
+/// Removes the store directories of test processes that are gone (their servers
+/// died with them; nothing else removes the directories).
+fn remove_stale_nats_stores() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(NATS_STORE_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn start_nats_server() -> anyhow::Result<String> {
+    remove_stale_nats_stores();
+    // A port free a moment ago may be taken by the time the server binds it:
+    // then the server exits, and it starts again on another.
+    let mut attempt = 1;
+    loop {
+        match try_start_nats_server() {
+            Ok(url) => return Ok(url),
+            Err((e, exited)) if exited && attempt < 3 => {
+                eprintln!("nats-server exited on start ({e:#}); starting it again");
+                attempt += 1;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// One try: the error, and whether the server exited (rather than never listened).
+fn try_start_nats_server() -> Result<String, (anyhow::Error, bool)> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let setup = |e: std::io::Error| (anyhow::Error::from(e), false);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{NATS_STORE_PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .map_err(setup)?;
+    let port = free_port();
+    let bin = nats_server_bin();
+    let log_path = dir.path().join("nats.log");
+    let log = std::fs::File::create(&log_path).map_err(setup)?;
+    let log_err = log.try_clone().map_err(setup)?;
+    let exited = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    // Spawned from a thread that lives as long as the test binary (PDEATHSIG),
+    // and keeps the store directory as long.
+    std::thread::spawn({
+        let exited = exited.clone();
+        let bin = bin.clone();
+        move || {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(dir.path().join("store"))
+                .stdin(std::process::Stdio::null())
+                .stdout(log)
+                .stderr(log_err);
+            // The server dies with this thread, even if the test is killed.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = tx.send(Ok(()));
+                    let _ = child.wait();
+                    exited.store(true, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow::anyhow!(
+                        "spawning {}: {e} (install nats-server, set NATS_SERVER_BIN \
+                         or NATS_URL, or run `make test`)",
+                        bin.display()
+                    )));
+                }
+            }
+            let _store = dir;
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+    rx.recv()
+        .map_err(|e| (anyhow::Error::from(e), false))?
+        .map_err(|e| (e, false))?;
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        let gone = exited.load(Ordering::SeqCst);
+        if gone || Instant::now() > deadline {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+            let what = if gone {
+                "exited"
+            } else {
+                "did not listen within 30s"
+            };
+            return Err((
+                anyhow::anyhow!("{} on {addr} {what}; its log ends:\n{tail}", bin.display()),
+                gone,
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(format!("nats://{addr}"))
+}
+
 /// A dev server a test owns: it keeps its state in a file, so the test can stop
 /// and start it on the same address (a server restart).
 pub struct OwnDevServer {
@@ -221,6 +376,9 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
         "BAEDAL_TASK_QUEUE_PREFIX".into(),
         format!("t{}-", uuid::Uuid::new_v4().simple()),
     );
+    // The order changes' broker, shared by the binary's stacks: their stream and
+    // consumer names carry the task queue prefix.
+    env.insert("NATS_URL".into(), nats_url());
     env.insert(
         "DATABASE_URL".into(),
         format!("sqlite:{}", dir.path().display()),
