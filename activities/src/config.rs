@@ -18,6 +18,8 @@ pub struct Config {
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
     pub notify_webhook_url: Option<String>,
+    /// The broker that carries the change feed (NATS with JetStream).
+    pub nats_url: String,
     pub shop_accept_timeout: Duration,
     pub rider_offer_timeout: Duration,
     pub rider_search_timeout: Duration,
@@ -126,6 +128,7 @@ impl Config {
             breaker_failures: num("PAYMENT_BREAKER_FAILURES", 5)?.max(1) as u32,
             breaker_cooldown: dur("PAYMENT_BREAKER_COOLDOWN", "10s")?,
             notify_webhook_url: get("NOTIFY_WEBHOOK_URL"),
+            nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             shop_accept_timeout: dur("SHOP_ACCEPT_TIMEOUT", "3m")?,
             rider_offer_timeout: dur("RIDER_OFFER_TIMEOUT", "30s")?,
             rider_search_timeout: dur("RIDER_SEARCH_TIMEOUT", "5m")?,
@@ -184,6 +187,26 @@ impl Config {
             "{}{}",
             self.task_queue_prefix,
             baedal_workflows::ORDER_FULFILLMENT_QUEUE
+        )
+    }
+
+    /// The change feed's JetStream stream and subject: one per deployment (queue
+    /// prefix), named with the characters stream names allow.
+    pub fn feed_stream(&self) -> (String, String) {
+        let prefix: String = self
+            .task_queue_prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        (
+            format!("{prefix}ORDER_CHANGES"),
+            format!("{prefix}orders.changes"),
         )
     }
 

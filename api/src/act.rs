@@ -101,7 +101,9 @@ where
     let db = &st.dbs.order;
     let Some(keyed) = action.keyed() else {
         allowed.await?;
-        return send(st, &action, update, input).await.map(Answer::ok);
+        let r = send(st, &action, update, input).await?;
+        caller_view_holds(st, &action, &r).await;
+        return Ok(Answer::ok(r));
     };
     let first = match keys::find_action(db, keyed).await? {
         ActionKey::Unused => {
@@ -122,7 +124,10 @@ where
         ActionKey::Open | ActionKey::Unused => {}
     }
     let answer = match send(st, &action, update, input).await {
-        Ok(r) => Answer::ok(r),
+        Ok(r) => {
+            caller_view_holds(st, &action, &r).await;
+            Answer::ok(r)
+        }
         Err(e @ ApiError::Conflict(_)) => Answer::refused(&e),
         // Retryable: not kept, the claim stays open for the retry.
         Err(e) => return Err(e),
@@ -130,6 +135,57 @@ where
     let (status, body) =
         keys::answer_action(db, keyed, answer.status.as_u16(), &answer.body).await?;
     Answer::kept(status, body)
+}
+
+/// How long an answer waits for the caller's read model to hold the change.
+/// The context that writes it follows the change feed within milliseconds; one
+/// that is down must not hold the answer (the action is done): past this the
+/// answer goes out and the view catches up when the context is back.
+const VIEW_WAIT: Duration = Duration::from_secs(3);
+
+/// Read-your-writes for the caller of an action on an order that is on the
+/// change feed (the answer carries a `version`): the owner's actions answer once
+/// the owner's view (OrderDtl) holds the change, the rider's once the rider's
+/// view (DeliveryInfo) does. The customer's view is written by the workflow
+/// itself before it answers.
+async fn caller_view_holds(st: &AppState, action: &Action<'_>, r: &ActionResult) {
+    let Some(version) = r.version else { return };
+    let which = match action.name {
+        "accept" | "reject" | "ready" => CallerView::Owner,
+        "offer.accept" | "pickup" | "complete" => CallerView::Rider,
+        _ => return,
+    };
+    let deadline = Instant::now() + VIEW_WAIT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let held = match which {
+            CallerView::Owner => {
+                baedal_activities::shop::view_version(&st.dbs.shop, action.order_id).await
+            }
+            CallerView::Rider => {
+                baedal_activities::delivery::view_version(&st.dbs.delivery, action.order_id).await
+            }
+        };
+        if matches!(held, Ok(Some(v)) if v >= version as i64) {
+            return;
+        }
+        if Instant::now() + pause > deadline {
+            tracing::warn!(
+                order_id = action.order_id,
+                action = action.name,
+                version,
+                "answering before the caller's view holds the change"
+            );
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+enum CallerView {
+    Owner,
+    Rider,
 }
 
 /// The update, sent and awaited within [`DEADLINE`].

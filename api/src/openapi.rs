@@ -703,6 +703,7 @@ mod tests {
                 amount: 1,
                 status: wf::RefundStatus::Pending,
             }),
+            version: Some(7),
         };
         assert_matches(&doc, "ActionResult", &crate::act::action_json(&r));
     }

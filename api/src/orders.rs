@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use baedal_activities::order::keys::{self, Placement};
 use baedal_activities::payment::breaker::Admission;
 use baedal_activities::{order, shop};
-use baedal_workflows::{OrderFulfillment, OrderRequest, OrderStatus, PlaceOutcome, workflow_id};
+use baedal_workflows::{
+    OrderFulfillment, OrderRequest, OrderStatus, PlaceOutcome, search, workflow_id,
+};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,6 +27,7 @@ use temporalio_client::{
     WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
     WorkflowUpdateWithStartOptions,
 };
+use temporalio_common::search_attributes::SearchAttributes;
 use tokio::time::timeout;
 use utoipa::ToSchema;
 
@@ -272,6 +275,11 @@ async fn start_order(st: &AppState, req: OrderRequest) -> ApiResult<PlaceOutcome
     .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
     .update_id(PLACE_UPDATE_ID.to_string())
     .static_summary(format!("order {order_id}"))
+    // Set once here, so the workflow upserts only what changes (its status).
+    .search_attributes(SearchAttributes::new([
+        search::SHOP_ID.value_set(req.shop.id.clone()),
+        search::CUSTOMER_ID.value_set(req.customer_id.clone()),
+    ]))
     .build();
     let outcome = st
         .temporal

@@ -224,6 +224,119 @@ async fn orders_are_taken_while_the_shop_context_is_down_and_owners_see_them_all
     assert_eq!(code, 200, "{b}");
 }
 
+/// One order as the owner's list shows it.
+async fn owner_view(s: &Stack, owner: &str, id: &str) -> serde_json::Value {
+    let (_, list) = s.get("/api/shop/orders", owner).await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["orderId"] == id)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The change feed: the shop context down for a while still ends with the
+/// owner's view complete and in order, while customers go on ordering and
+/// cancelling, and the orders' histories carry none of the shop's work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shop_context_down_for_a_while_catches_up_from_the_change_feed() {
+    let without_shop = vec![
+        Context::Order,
+        Context::Payment,
+        Context::Delivery,
+        Context::Notification,
+    ];
+    let s = spawn_stack_with(options(&[], without_shop)).await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(s.place(&customer).await);
+    }
+    // Changes go on while the shop is away: one order is cancelled.
+    let (code, b) = s
+        .post(
+            &format!("/api/orders/{}/cancel", ids[1]),
+            &customer,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{b}");
+    assert_eq!(b["status"], "CANCELLED");
+    // Every other reader is served meanwhile: the customer's notifications.
+    s.eventually(
+        "/api/notifications",
+        &customer,
+        Duration::from_secs(30),
+        |f| f.as_array().unwrap().len() == 5,
+    )
+    .await;
+    let (_, shop) = s.get("/api/shop/orders", &owner).await;
+    assert_eq!(shop, json!([]), "the shop context is down");
+
+    s.start_worker(Context::Shop);
+    let listed = s
+        .eventually("/api/shop/orders", &owner, Duration::from_secs(30), |l| {
+            let l = l.as_array().unwrap();
+            l.len() == 4 && l.iter().any(|o| o["status"] == "CANCELLED")
+        })
+        .await;
+    let listed: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["orderId"].as_str().unwrap().to_string(),
+                o["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, id)| {
+            let status = if i == 1 { "CANCELLED" } else { "PAID" };
+            (id.clone(), status.to_string())
+        })
+        .collect();
+    assert_eq!(
+        listed, expected,
+        "every order at its newest status, newest first"
+    );
+    let dtl = owner_view(&s, &owner, &ids[1]).await;
+    assert_eq!(dtl["reason"], "CUSTOMER_CANCELLED", "{dtl}");
+    // The owner acts on what they see, and reads their own write at once.
+    let accepted = s.accept(&ids[3], &owner, 5).await;
+    assert_eq!(accepted["status"], "ACCEPTED");
+    let dtl = owner_view(&s, &owner, &ids[3]).await;
+    assert_eq!(dtl["status"], "ACCEPTED", "{dtl}");
+    // The owner's notifications came through too, each once and in order.
+    let owner_feed = s
+        .eventually("/api/notifications", &owner, Duration::from_secs(30), |f| {
+            f.as_array().unwrap().len() == 6
+        })
+        .await;
+    let of_cancelled: Vec<_> = owner_feed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["orderId"] == ids[1].as_str())
+        .map(|n| n["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(of_cancelled, ["CANCELLED", "PAID"], "newest first");
+    // Under the change feed the shop's view and the notifications cost the
+    // order's history nothing: no activity of theirs is in it.
+    let history = String::from_utf8(s.history_json(&ids[3]).await.unwrap()).unwrap();
+    // Activity types are in clear in a history (payloads are sealed): the
+    // charge is there, the contexts' projections are not.
+    assert!(history.contains("payment.charge"), "{history}");
+    for absent in ["shop.project", "delivery.project", "notification.announce"] {
+        assert!(!history.contains(absent), "{absent} in the history");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_catch_up_when_their_context_returns() {
     let without = vec![

@@ -22,12 +22,13 @@ fn replayer() -> WorkflowReplayer {
 }
 
 /// Recordings of today's code sit in tests/histories/; those of orders started
-/// before the `serial-actions-operator-cancel` patch in before_serial_actions/.
+/// before the `order-change-feed` patch in before_change_feed/, and before the
+/// `serial-actions-operator-cancel` patch in before_serial_actions/.
 /// Names are relative to tests/histories/.
 fn recorded() -> Vec<(String, Vec<u8>)> {
     let root = format!("{}/histories", env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
-    for sub in ["", "before_serial_actions/"] {
+    for sub in ["", "before_change_feed/", "before_serial_actions/"] {
         for entry in std::fs::read_dir(format!("{root}/{sub}")).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|x| x == "json") {
@@ -51,16 +52,22 @@ async fn every_recorded_history_replays_against_todays_workflow() {
         "shop_timeout.json",
         "no_rider.json",
     ];
-    let old = paths.map(|p| format!("before_serial_actions/{p}"));
-    let new = paths
+    let oldest = paths.map(|p| format!("before_serial_actions/{p}"));
+    let serial: Vec<String> = paths
         .into_iter()
         .chain([
             "operator_cancelled.json",
             "race_cancel_accept.json",
             "race_offer_accept.json",
         ])
-        .map(String::from);
-    for path in old.into_iter().chain(new) {
+        .map(String::from)
+        .collect();
+    let before_feed = serial.iter().map(|p| format!("before_change_feed/{p}"));
+    for path in oldest
+        .into_iter()
+        .chain(before_feed)
+        .chain(serial.iter().cloned())
+    {
         assert!(
             names.contains(&path.as_str()),
             "missing recorded history {path}"
@@ -81,21 +88,30 @@ async fn every_recorded_history_replays_against_todays_workflow() {
 /// another patch is an old order's history that the code would not have produced.
 #[tokio::test]
 async fn a_recording_without_its_patch_marker_fails_replay() {
-    let (_, bytes) = recorded()
-        .into_iter()
-        .find(|(n, _)| n == "happy_path.json")
-        .unwrap();
+    for (name, patch) in [
+        ("happy_path.json", "order-change-feed"),
+        (
+            "before_change_feed/happy_path.json",
+            "serial-actions-operator-cancel",
+        ),
+    ] {
+        swapped_patch_marker_fails(name, patch).await;
+    }
+}
+
+async fn swapped_patch_marker_fails(name: &str, patch: &str) {
+    let (_, bytes) = recorded().into_iter().find(|(n, _)| n == name).unwrap();
     let text = String::from_utf8(bytes).unwrap();
     // The marker's data is the JSON {"id":"<patch>","deprecated":false}, base64-encoded.
-    let ours = r#"{"id":"serial-actions-operator-cancel","deprecated":false}"#;
+    let ours = format!(r#"{{"id":"{patch}","deprecated":false}}"#);
     let other = r#"{"id":"some-other-change-entirely","deprecated":false}"#;
     let (ours, other) = (base64(ours.as_bytes()), base64(other.as_bytes()));
-    assert!(
-        text.contains(&ours),
-        "today's recording carries the patch marker"
-    );
+    assert!(text.contains(&ours), "{name} carries the {patch} marker");
     let h = WorkflowHistory::from_json(text.replace(&ours, &other).as_bytes()).unwrap();
-    assert!(replayer().replay_workflow(h).await.is_err());
+    assert!(
+        replayer().replay_workflow(h).await.is_err(),
+        "{name} replays with another patch's marker"
+    );
 }
 
 fn base64(bytes: &[u8]) -> String {

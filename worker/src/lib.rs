@@ -14,6 +14,8 @@ use temporalio_common::data_converters::{
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 pub mod codec;
+pub mod deadlines;
+pub mod feed;
 
 /// JSON payloads sealed with the key in this file.
 pub fn sealing_converter(key_file: &str) -> anyhow::Result<DataConverter> {
@@ -68,7 +70,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
-    let client = connect(&cfg).await?;
+    let cipher = std::sync::Arc::new(codec::PayloadCipher::from_file(&cfg.payload_key_file)?);
+    let client = connect_sealing(&cfg, cipher.clone()).await?;
+    let feed = feed::Feed::new(&cfg, cipher);
     let mut workers = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut relays = Vec::new();
@@ -82,10 +86,19 @@ pub async fn run(
                 if let Err(e) = ensure_reconciliation_schedule(&cfg, &client).await {
                     tracing::warn!(error = %format!("{e:#}"), "payment reconciliation not scheduled");
                 }
+                let recorded = std::sync::Arc::new(tokio::sync::Notify::new());
+                relays.push(tokio::spawn(feed.clone().relay(
+                    db.clone(),
+                    recorded.clone(),
+                    stop_rx.clone(),
+                )));
                 WorkerOptions::new(cfg.workflow_queue())
                     .register_workflow::<OrderFulfillment>()?
                     .register_workflow::<PaymentReconciliation>()?
-                    .register_activities(order::OrderContext { db: db.clone() })
+                    .register_activities(order::OrderContext {
+                        db: db.clone(),
+                        recorded: Some(recorded),
+                    })
                     .register_activities(order::reconcile::OutcomeContext {
                         db,
                         temporal: client.clone(),
@@ -110,6 +123,16 @@ pub async fn run(
             }
             Context::Shop => {
                 let db = db::open(&cfg.database, name, &shop::MIGRATOR).await?;
+                relays.push(tokio::spawn(
+                    feed.clone()
+                        .follow(feed::Follower::Shop(db.clone()), stop_rx.clone()),
+                ));
+                relays.push(tokio::spawn(deadlines::shop_acceptance(
+                    db.clone(),
+                    client.clone(),
+                    cfg.shop_accept_timeout,
+                    stop_rx.clone(),
+                )));
                 WorkerOptions::new(cfg.queues().shop)
                     .register_activities(shop::ShopContext { db })
                     .build()
@@ -119,12 +142,28 @@ pub async fn run(
                 if cfg.demo {
                     delivery::seed_demo(&db, cfg.demo_riders).await?;
                 }
+                relays.push(tokio::spawn(
+                    feed.clone()
+                        .follow(feed::Follower::Delivery(db.clone()), stop_rx.clone()),
+                ));
+                relays.push(tokio::spawn(deadlines::offer_expiry(
+                    db.clone(),
+                    client.clone(),
+                    stop_rx.clone(),
+                )));
                 WorkerOptions::new(cfg.queues().delivery)
                     .register_activities(delivery::DeliveryContext { db })
                     .build()
             }
             Context::Notification => {
                 let db = db::open(&cfg.database, name, &notification::MIGRATOR).await?;
+                relays.push(tokio::spawn(feed.clone().follow(
+                    feed::Follower::Notification {
+                        db: db.clone(),
+                        webhook: cfg.notify_webhook_url.is_some(),
+                    },
+                    stop_rx.clone(),
+                )));
                 if let Some(url) = cfg.notify_webhook_url.clone() {
                     relays.push(tokio::spawn(notification::run_relay(
                         db.clone(),

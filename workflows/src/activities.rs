@@ -19,6 +19,13 @@ impl OrderActivities {
         unimplemented!()
     }
 
+    /// The customer's view and the change's outbox row, in one transaction:
+    /// the other contexts follow the outbox (the change feed) at their own pace.
+    #[activity(name = "order.record")]
+    pub fn record(change: OrderChange) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
     /// For the payment reconciliation: whether each order is live, delivered
     /// or over without delivery (its workflow's state and the order's view).
     #[activity(name = "order.outcomes")]
@@ -118,6 +125,7 @@ pub mod def {
     pub use super::notification_activities::Announce as NotificationAnnounce;
     pub use super::order_activities::Outcomes as OrderOutcomes;
     pub use super::order_activities::Project as OrderProject;
+    pub use super::order_activities::Record as OrderRecord;
     pub use super::payment_activities::Charge as PaymentCharge;
     pub use super::payment_activities::Refund as PaymentRefund;
     pub use super::payment_activities::RefundOrder as PaymentRefundOrder;

@@ -292,6 +292,16 @@ pub struct RiderOrder {
     pub rider_id: String,
 }
 
+/// One recorded version of an order, as the order context keeps it in its
+/// outbox and the other contexts receive it from the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderChange {
+    pub order: OrderSnapshot,
+    /// `order.history[since..]` are the status changes new in this version.
+    pub since: usize,
+}
+
 /// A batch of status changes to announce, with the state they lead to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Announcement {
@@ -306,6 +316,10 @@ pub struct ActionResult {
     pub status: OrderStatus,
     pub ready_at: Option<i64>,
     pub refund: Option<Refund>,
+    /// The order's version once the action applied (orders on the change feed):
+    /// the gateway answers once the caller's read model holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

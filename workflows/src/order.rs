@@ -30,6 +30,18 @@
 //!   with `PENDING` if it is still being retried.
 //!
 //! Orders started before the patch replay and finish under the earlier rules.
+//!
+//! Orders started since the `CHANGE_FEED` patch (`v3`, which keeps every `v2`
+//! rule) record each new state once: a local activity writes the customer's view
+//! and an outbox row of the change in one transaction of the order context's
+//! store. The shop, delivery and notification contexts follow that outbox (the
+//! change feed, carried by the broker) each at its own pace, so their views and
+//! notifications cost this history nothing and a context that is down delays
+//! only itself. Only `OrderStatus`, `RiderId` and `RefundStatus` are upserted,
+//! and only when they change (`ShopId` and `CustomerId` are set at start). A
+//! rider's accept needs no round trip to the delivery context: an offer
+//! reserves its rider until this workflow withdraws it or the rider's
+//! assignment reaches the delivery context through the feed.
 
 use crate::activities::{
     DeliveryActivities, NotificationActivities, OrderActivities, PaymentActivities, ShopActivities,
@@ -52,6 +64,9 @@ type HandlerError = Box<dyn Error + Send + Sync>;
 /// Patch marking the rules in this file's header; orders started earlier lack it.
 pub const SERIAL_ACTIONS: &str = "serial-actions-operator-cancel";
 
+/// Patch marking the change feed (see this file's header); implies `SERIAL_ACTIONS`.
+pub const CHANGE_FEED: &str = "order-change-feed";
+
 /// How a rider answered the live offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OfferAnswer {
@@ -68,6 +83,8 @@ struct LiveOffer {
     /// A rider's accept is being confirmed by the delivery context right now.
     accepting: bool,
     answer: Option<OfferAnswer>,
+    /// `v3`: the delivery context said the offer lapsed unanswered.
+    lapsed: bool,
 }
 
 /// Which read model a projection pump writes.
@@ -107,7 +124,14 @@ pub struct OrderFulfillment {
     v2: bool,
     /// The refund's first attempt failed; it is being retried with backoff.
     refund_retrying: bool,
+    /// Started under the `CHANGE_FEED` rules.
+    v3: bool,
+    /// Search attributes as last upserted (`v3`): status, rider, refund status.
+    upserted: Option<SearchState>,
 }
+
+/// The search attributes that change during an order.
+type SearchState = (String, Option<String>, Option<String>);
 
 #[workflow_methods]
 impl OrderFulfillment {
@@ -133,13 +157,20 @@ impl OrderFulfillment {
             saga_done: false,
             v2: false,
             refund_retrying: false,
+            v3: false,
+            upserted: None,
         }
     }
 
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<OrderStatus> {
-        let v2 = ctx.patched(SERIAL_ACTIONS);
-        ctx.state_mut(|s| s.v2 = v2);
+        // A v3 order records one marker; older ones replay the marker they have.
+        let v3 = ctx.patched(CHANGE_FEED);
+        let v2 = v3 || ctx.patched(SERIAL_ACTIONS);
+        ctx.state_mut(|s| {
+            s.v2 = v2;
+            s.v3 = v3;
+        });
         let saga = run_saga(ctx.clone());
         let order = project_pump(ctx.clone(), View::Order);
         let shop = project_pump(ctx.clone(), View::Shop);
@@ -332,6 +363,32 @@ impl OrderFulfillment {
         a: RiderAction,
     ) -> Result<ActionResult, HandlerError> {
         offer_known(ctx).await;
+        if ctx.state(|s| s.v3) {
+            // The offer reserved this rider (see the header): taking it is one step.
+            let now = now_ms(ctx);
+            ctx.state_mut(|s| {
+                s.act(
+                    |s| {
+                        if s.is_terminal() {
+                            return Err("the order has been cancelled".into());
+                        }
+                        s.require_live_offer(&a.rider_id)
+                    },
+                    |s| {
+                        if let Some(o) = s.offer.as_mut() {
+                            o.answer = Some(OfferAnswer::Accepted);
+                            s.rider = Some(RiderRef {
+                                id: o.rider_id.clone(),
+                                distance_m: o.distance_m,
+                            });
+                        }
+                        s.transition(OrderStatus::RiderAssigned, now);
+                        s.advance(now);
+                    },
+                )
+            })?;
+            return Ok(settled(ctx, &[View::Order, View::Delivery]).await);
+        }
         let (req, queue) = ctx.state_mut(|s| {
             s.act(
                 |s| s.require_live_offer(&a.rider_id),
@@ -473,9 +530,75 @@ impl OrderFulfillment {
         })?;
         Ok(settled(ctx, &[View::Order, View::Delivery]).await)
     }
+
+    #[update_validator(shop_timeout)]
+    fn validate_shop_timeout(
+        &self,
+        _ctx: &WorkflowContextView,
+        _: &(),
+    ) -> Result<(), HandlerError> {
+        self.may_time_out()
+    }
+
+    /// `v3`: the shop context tells the order that its owner has held it unanswered
+    /// for `SHOP_ACCEPT_TIMEOUT` (the clock runs from when the owner's view got
+    /// it, which only the shop context knows). Rejected with `SHOP_TIMEOUT`.
+    #[update]
+    pub async fn shop_timeout(
+        ctx: &mut WorkflowContext<Self>,
+    ) -> Result<ActionResult, HandlerError> {
+        let now = now_ms(ctx);
+        ctx.state_mut(|s| {
+            s.act(Self::may_time_out, |s| {
+                s.reason = Some(reason::SHOP_TIMEOUT.to_string());
+                s.transition(OrderStatus::Rejected, now);
+            })
+        })?;
+        Ok(ctx.state(|s| s.action_result()))
+    }
+
+    #[update_validator(offer_lapsed)]
+    fn validate_offer_lapsed(
+        &self,
+        _ctx: &WorkflowContextView,
+        a: &RiderAction,
+    ) -> Result<(), HandlerError> {
+        if !self.v3 {
+            return Err("this order times its offers itself".into());
+        }
+        self.may_answer_offer(&a.rider_id)
+    }
+
+    /// `v3`: the delivery context tells the order that the rider let its offer
+    /// lapse (`RIDER_OFFER_TIMEOUT`); the order goes to the next nearest rider.
+    #[update]
+    pub async fn offer_lapsed(
+        ctx: &mut WorkflowContext<Self>,
+        a: RiderAction,
+    ) -> Result<ActionResult, HandlerError> {
+        offer_known(ctx).await;
+        ctx.state_mut(|s| {
+            s.act(
+                |s| s.require_live_offer(&a.rider_id),
+                |s| {
+                    if let Some(o) = s.offer.as_mut() {
+                        o.lapsed = true;
+                    }
+                },
+            )?;
+            Ok(s.action_result())
+        })
+    }
 }
 
 impl OrderFulfillment {
+    fn may_time_out(&self) -> Result<(), HandlerError> {
+        if !self.v3 {
+            return Err("this order times its acceptance itself".into());
+        }
+        self.require(&[OrderStatus::Paid], "the shop has already answered")
+    }
+
     /// The one step every action takes: check its rule against the state as it is
     /// now (another action of the same workflow task may have changed it since the
     /// validator ran), then apply the change. Orders started before `SERIAL_ACTIONS`
@@ -599,7 +722,11 @@ impl OrderFulfillment {
 
     fn require_live_offer(&self, rider_id: &str) -> Result<(), HandlerError> {
         match &self.offer {
-            Some(o) if o.rider_id == rider_id && o.answer.is_none() && !o.accepting => Ok(()),
+            Some(o)
+                if o.rider_id == rider_id && o.answer.is_none() && !o.accepting && !o.lapsed =>
+            {
+                Ok(())
+            }
             _ => Err("no live offer of this order for this rider (expired or taken)".into()),
         }
     }
@@ -616,6 +743,7 @@ impl OrderFulfillment {
             status: self.status.unwrap_or(OrderStatus::Cancelled),
             ready_at: self.ready_at,
             refund: self.refund.clone(),
+            version: self.v3.then_some(self.version),
         }
     }
 
@@ -714,8 +842,12 @@ async fn offer_known(ctx: &WorkflowContext<OrderFulfillment>) {
 
 /// Read models follow within an activity round trip; an action answers once the
 /// views its caller reads hold the change (read-your-writes for that caller).
+///
+/// Under `v3` the workflow holds only the customer's view; the gateway waits for
+/// the caller's own view (owner's or rider's) to reach the answer's `version`.
 async fn settled(ctx: &mut WorkflowContext<OrderFulfillment>, views: &[View]) -> ActionResult {
-    let version = ctx.state(|s| s.version);
+    let (version, v3) = ctx.state(|s| (s.version, s.v3));
+    let views = if v3 { &[View::Order][..] } else { views };
     let _ = wait(ctx, |s| {
         views.iter().all(|v| s.projected[*v as usize] >= version)
     })
@@ -806,23 +938,10 @@ async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<(
 
     // Shop acceptance. The clock starts once the shop holds the order, so a shop
     // context that is down delays the order instead of rejecting it.
-    wait(ctx, |s| {
-        s.projected[View::Shop as usize] >= 1 || s.is_terminal()
-    })
-    .await?;
-    let shop_timeout = Duration::from_millis(ctx.state(|s| s.req.timeouts.shop_accept_ms));
-    if timer_or(ctx, shop_timeout, "shop acceptance timeout", |s| {
-        s.status != Some(OrderStatus::Paid)
-    })
-    .await
-    {
-        let now = now_ms(ctx);
-        ctx.state_mut(|s| {
-            if s.status == Some(OrderStatus::Paid) {
-                s.reason = Some(reason::SHOP_TIMEOUT.to_string());
-                s.transition(OrderStatus::Rejected, now);
-            }
-        });
+    if ctx.state(|s| s.v3) {
+        shop_acceptance(ctx).await?;
+    } else {
+        shop_acceptance_v2(ctx).await?;
     }
 
     if ctx.state(|s| s.status == Some(OrderStatus::Accepted)) {
@@ -849,6 +968,44 @@ async fn saga_steps(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<(
         refund(ctx).await?;
     }
     Ok(())
+}
+
+/// Orders before the change feed: the clock starts once the shop's view, which
+/// this workflow writes, holds the order.
+async fn shop_acceptance_v2(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
+    wait(ctx, |s| {
+        s.projected[View::Shop as usize] >= 1 || s.is_terminal()
+    })
+    .await?;
+    let shop_timeout = Duration::from_millis(ctx.state(|s| s.req.timeouts.shop_accept_ms));
+    if timer_or(ctx, shop_timeout, "shop acceptance timeout", |s| {
+        s.status != Some(OrderStatus::Paid)
+    })
+    .await
+    {
+        reject_unanswered(ctx);
+    }
+    Ok(())
+}
+
+/// `v3`: no timer here. The owner's view follows the change feed, so only the
+/// shop context knows since when the owner has seen the order; it sends
+/// `shop_timeout` once the owner has held it unanswered for
+/// `SHOP_ACCEPT_TIMEOUT`. An order answered in time costs no timer event, and
+/// a shop context that is down delays the order instead of rejecting it.
+async fn shop_acceptance(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
+    wait(ctx, |s| s.status != Some(OrderStatus::Paid)).await?;
+    Ok(())
+}
+
+fn reject_unanswered(ctx: &WorkflowContext<OrderFulfillment>) {
+    let now = now_ms(ctx);
+    ctx.state_mut(|s| {
+        if s.status == Some(OrderStatus::Paid) {
+            s.reason = Some(reason::SHOP_TIMEOUT.to_string());
+            s.transition(OrderStatus::Rejected, now);
+        }
+    });
 }
 
 /// Compensation for every way a paid order ends without delivery.
@@ -964,7 +1121,7 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
     let poll_ms = (t.rider_search_ms / 10).clamp(500, 15_000) as i64;
     let mut declined: Vec<String> = Vec::new();
     let mut lapsed: Vec<String> = Vec::new();
-    let v2 = ctx.state(|s| s.v2);
+    let (v2, v3) = ctx.state(|s| (s.v2, s.v3));
     loop {
         if v2 && ctx.state(|s| s.is_terminal()) {
             // An operator cancelled the order.
@@ -1019,15 +1176,21 @@ async fn dispatch_rider(ctx: &WorkflowContext<OrderFulfillment>) -> WorkflowResu
                 distance_m: made.distance_m,
                 accepting: false,
                 answer: None,
+                lapsed: false,
             })
         });
-        timer_or(ctx, until(ctx, expires_at), "rider offer expires", |s| {
+        let answered = |s: &OrderFulfillment| {
             s.offer
                 .as_ref()
-                .is_some_and(|o| o.answer.is_some() || o.accepting)
+                .is_some_and(|o| o.answer.is_some() || o.accepting || o.lapsed)
                 || (s.v2 && s.is_terminal())
-        })
-        .await;
+        };
+        if v3 {
+            // The delivery context times the offer (`offer_lapsed`): no timer here.
+            wait(ctx, answered).await?;
+        } else {
+            timer_or(ctx, until(ctx, expires_at), "rider offer expires", answered).await;
+        }
         // An accept in flight when the offer lapses still gets its answer.
         wait(ctx, |s| {
             s.offer
@@ -1084,9 +1247,44 @@ fn upsert_search_attributes(ctx: &WorkflowContext<OrderFulfillment>) {
     ctx.upsert_search_attributes(updates);
 }
 
+/// `v3`: only what changed since the last upsert, and never the attributes the
+/// gateway set at start (`ShopId`, `CustomerId`). Each upsert is a history event.
+fn upsert_changed_search_attributes(ctx: &WorkflowContext<OrderFulfillment>) {
+    let (now, before) = ctx.state(|s| {
+        let now: Option<SearchState> = s.status.map(|st| {
+            (
+                st.as_str().to_string(),
+                s.rider.as_ref().map(|r| r.id.clone()),
+                s.refund.as_ref().map(|r| r.status.as_str().to_string()),
+            )
+        });
+        (now, s.upserted.clone())
+    });
+    let Some(now) = now else { return };
+    let before = before.unwrap_or_default();
+    let mut updates = Vec::new();
+    if now.0 != before.0 {
+        updates.push(search::ORDER_STATUS.value_set(now.0.clone()));
+    }
+    if let Some(rider) = now.1.clone().filter(|_| now.1 != before.1) {
+        updates.push(search::RIDER_ID.value_set(rider));
+    }
+    if let Some(refund) = now.2.clone().filter(|_| now.2 != before.2) {
+        updates.push(search::REFUND_STATUS.value_set(refund));
+    }
+    if !updates.is_empty() {
+        ctx.upsert_search_attributes(updates);
+    }
+    ctx.state_mut(|s| s.upserted = Some(now));
+}
+
 /// Keeps one context's read model at the newest version, in order, until the
 /// saga is over and the view has caught up.
 async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> WorkflowResult<()> {
+    if ctx.state(|s| s.v3) && !matches!(view, View::Order) {
+        // The context follows the change feed instead.
+        return Ok(());
+    }
     let i = view as usize;
     loop {
         wait(&ctx, |s| {
@@ -1113,6 +1311,24 @@ async fn project_pump(ctx: WorkflowContext<OrderFulfillment>, view: View) -> Wor
         }
         let version = snapshot.version;
         match view {
+            View::Order if ctx.state(|s| s.v3) => {
+                upsert_changed_search_attributes(&ctx);
+                let (token, since, sent) = ctx.state(|s| (s.token(), s.announced, s.history.len()));
+                ctx.execute_local_activity(
+                    OrderActivities::record,
+                    OrderChange {
+                        order: snapshot,
+                        since,
+                    },
+                    LocalActivityOptions::builder()
+                        .start_to_close_timeout(Duration::from_secs(5))
+                        .summary("customer's view and the change feed".to_string())
+                        .maybe_cancellation_token(token)
+                        .build(),
+                )
+                .await?;
+                ctx.state_mut(|s| s.announced = s.announced.max(sent));
+            }
             View::Order => {
                 // Operators filter by these in the Web UI; kept with the customer's view.
                 upsert_search_attributes(&ctx);
@@ -1171,6 +1387,10 @@ fn projection_options(
 
 /// Sends every status change, in order and each once, to the notification context.
 async fn announce_pump(ctx: WorkflowContext<OrderFulfillment>) -> WorkflowResult<()> {
+    if ctx.state(|s| s.v3) {
+        // The notification context follows the change feed instead.
+        return Ok(());
+    }
     loop {
         wait(&ctx, |s| s.history.len() > s.announced || s.saga_done).await?;
         let (batch, queue) = ctx.state(|s| {

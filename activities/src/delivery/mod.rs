@@ -143,6 +143,11 @@ pub fn delivery_info(o: &OrderSnapshot) -> serde_json::Value {
     })
 }
 
+/// How long past its expiry an offer nobody withdrew still holds its rider.
+/// Workflows withdraw a lapsed offer within moments; only a workflow that is
+/// gone (terminated by an operator) leaves one behind.
+pub const ABANDONED_OFFER_MS: i64 = 10 * 60 * 1000;
+
 #[derive(FromRow)]
 struct Candidate {
     id: String,
@@ -176,12 +181,16 @@ impl DeliveryContext {
                 distance_m,
             }));
         }
+        // An offer holds its rider until the order's workflow withdraws it or
+        // the rider's assignment arrives (see `apply`); one whose workflow is
+        // gone (terminated) lets the rider go after `ABANDONED_OFFER_MS`.
+        let abandoned_before = now_ms() - ABANDONED_OFFER_MS;
         let free: Vec<Candidate> = sqlx::query_as(
             "SELECT id, lat, lon FROM riders
              WHERE available = 1 AND current_order IS NULL
                AND id NOT IN (SELECT rider_id FROM offers WHERE expires_at > $1)",
         )
-        .bind(now_ms())
+        .bind(abandoned_before)
         .fetch_all(&self.db)
         .await?;
         let mut ranked: Vec<(f64, Candidate)> = free
@@ -192,10 +201,10 @@ impl DeliveryContext {
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
         let shop = shop_json(&req.shop);
         for (dist, c) in ranked {
-            // Lapsed offers of this rider make room first.
+            // An abandoned offer of this rider makes room first.
             sqlx::query("DELETE FROM offers WHERE rider_id = $1 AND expires_at <= $2")
                 .bind(&c.id)
-                .bind(now_ms())
+                .bind(abandoned_before)
                 .execute(&self.db)
                 .await?;
             let taken = sqlx::query(
@@ -270,26 +279,41 @@ impl DeliveryContext {
         _ctx: ActivityContext,
         order: OrderSnapshot,
     ) -> Result<(), ActivityError> {
-        let Some(rider) = order.rider.as_ref() else {
-            return Ok(());
-        };
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_info (order_id, rider_id, status, doc, version, updated_at, placed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
-                 version = excluded.version, updated_at = excluded.updated_at
-             WHERE delivery_info.version < excluded.version",
-        )
-        .bind(&order.order_id)
-        .bind(&rider.id)
-        .bind(order.status.as_str())
-        .bind(delivery_info(&order).to_string())
-        .bind(order.version as i64)
-        .bind(now_ms())
-        .bind(order.history.first().map_or(0, |h| h.at))
-        .execute(&mut *tx)
-        .await?;
+        apply(&self.db, &order).await?;
+        Ok(())
+    }
+}
+
+/// Writes the newest DeliveryInfo, in one transaction with the rider's state:
+/// an assigned order becomes the rider's delivery and its offer is gone (the
+/// offer held the rider until now); a finished one frees the rider. Only a
+/// version newer than the view's touches the rider, so a change that arrives
+/// late or twice never undoes a newer one. The delivery context's activity
+/// (orders before the change feed) and its feed consumer both write here.
+pub async fn apply(db: &Db, order: &OrderSnapshot) -> anyhow::Result<()> {
+    let Some(rider) = order.rider.as_ref() else {
+        return Ok(());
+    };
+    let mut tx = db.begin().await?;
+    let newer = sqlx::query(
+        "INSERT INTO delivery_info (order_id, rider_id, status, doc, version, updated_at, placed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+             version = excluded.version, updated_at = excluded.updated_at
+         WHERE delivery_info.version < excluded.version",
+    )
+    .bind(&order.order_id)
+    .bind(&rider.id)
+    .bind(order.status.as_str())
+    .bind(delivery_info(order).to_string())
+    .bind(order.version as i64)
+    .bind(now_ms())
+    .bind(order.history.first().map_or(0, |h| h.at))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if newer {
         if order.status.is_terminal() {
             sqlx::query(
                 "UPDATE riders SET current_order = NULL WHERE id = $1 AND current_order = $2",
@@ -298,13 +322,59 @@ impl DeliveryContext {
             .bind(&order.order_id)
             .execute(&mut *tx)
             .await?;
+        } else {
+            sqlx::query(
+                "UPDATE riders SET current_order = $1, updated_at = $2
+                 WHERE id = $3 AND current_order IS NULL",
+            )
+            .bind(&order.order_id)
+            .bind(now_ms())
+            .bind(&rider.id)
+            .execute(&mut *tx)
+            .await?;
         }
-        tx.commit().await?;
-        if order.status == OrderStatus::Delivered {
-            tracing::info!(order_id = %order.order_id, rider = %rider.id, "delivered; rider free");
-        }
-        Ok(())
+        sqlx::query("DELETE FROM offers WHERE order_id = $1 AND rider_id = $2")
+            .bind(&order.order_id)
+            .bind(&rider.id)
+            .execute(&mut *tx)
+            .await?;
     }
+    tx.commit().await?;
+    if newer && order.status == OrderStatus::Delivered {
+        tracing::info!(order_id = %order.order_id, rider = %rider.id, "delivered; rider free");
+    }
+    Ok(())
+}
+
+/// Offers past their expiry whose orders have not been told yet, with the expiry.
+pub async fn lapsed_offers(db: &Db) -> anyhow::Result<Vec<(String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT order_id, rider_id, expires_at FROM offers
+         WHERE lapse_told = 0 AND expires_at <= $1 ORDER BY expires_at LIMIT 100",
+    )
+    .bind(now_ms())
+    .fetch_all(db)
+    .await?)
+}
+
+/// The order has been told this offer lapsed (or no longer needs to be).
+pub async fn lapse_told(db: &Db, order_id: &str, rider_id: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE offers SET lapse_told = 1 WHERE order_id = $1 AND rider_id = $2")
+        .bind(order_id)
+        .bind(rider_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The version of the rider's view of this order, if it has one.
+pub async fn view_version(db: &Db, order_id: &str) -> anyhow::Result<Option<i64>> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT version FROM delivery_info WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|r| r.0))
 }
 
 fn shop_json(s: &ShopRef) -> String {

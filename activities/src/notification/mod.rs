@@ -6,7 +6,7 @@ use crate::db::Db;
 use crate::page::{Cursor, Page, PageRequest};
 use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
-use baedal_workflows::{Announcement, OrderSnapshot, OrderStatus};
+use baedal_workflows::{Announcement, HistoryEntry, OrderChange, OrderSnapshot, OrderStatus};
 use serde_json::json;
 use sqlx::FromRow;
 use std::sync::Arc;
@@ -133,29 +133,56 @@ impl NotificationContext {
         _ctx: ActivityContext,
         batch: Announcement,
     ) -> Result<(), ActivityError> {
-        let o = &batch.order;
-        let mut tx = self.db.begin().await?;
-        for change in &batch.changes {
-            let seq = o.history.iter().position(|h| h == change).unwrap_or(0) as i64;
-            let text = message(o, change.status);
-            for to in recipients(o, change.status) {
-                let key = format!("{}:{}:{}", o.order_id, change.status, to);
-                sqlx::query(
-                    "INSERT INTO notifications (dedupe_key, recipient, order_id, status, text, at, seq)
+        announce(
+            &self.db,
+            self.webhook.is_some(),
+            &batch.order,
+            &batch.changes,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// One recorded change from the change feed: its new statuses, announced.
+pub async fn apply(db: &Db, webhook: bool, change: &OrderChange) -> anyhow::Result<()> {
+    let new = change.order.history.get(change.since..).unwrap_or_default();
+    if new.is_empty() {
+        return Ok(());
+    }
+    announce(db, webhook, &change.order, new).await
+}
+
+/// Feed rows (and outbox rows for the webhook) of these status changes, one per
+/// recipient, in one transaction; repeats are ignored by key.
+async fn announce(
+    db: &Db,
+    webhook: bool,
+    o: &OrderSnapshot,
+    changes: &[HistoryEntry],
+) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    for change in changes {
+        let seq = o.history.iter().position(|h| h == change).unwrap_or(0) as i64;
+        let text = message(o, change.status);
+        for to in recipients(o, change.status) {
+            let key = format!("{}:{}:{}", o.order_id, change.status, to);
+            sqlx::query(
+                "INSERT INTO notifications (dedupe_key, recipient, order_id, status, text, at, seq)
                      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
-                )
-                .bind(&key)
-                .bind(&to)
-                .bind(&o.order_id)
-                .bind(change.status.as_str())
-                .bind(&text)
-                .bind(change.at)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-                if self.webhook.is_some() {
-                    let payload = json!({"to": to, "orderId": o.order_id, "status": change.status, "text": text, "dedupeKey": key});
-                    sqlx::query(
+            )
+            .bind(&key)
+            .bind(&to)
+            .bind(&o.order_id)
+            .bind(change.status.as_str())
+            .bind(&text)
+            .bind(change.at)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            if webhook {
+                let payload = json!({"to": to, "orderId": o.order_id, "status": change.status, "text": text, "dedupeKey": key});
+                sqlx::query(
                         "INSERT INTO outbox (dedupe_key, payload, attempts, next_attempt_at, delivered_at)
                          VALUES ($1, $2, 0, 0, NULL) ON CONFLICT (dedupe_key) DO NOTHING",
                     )
@@ -163,12 +190,11 @@ impl NotificationContext {
                     .bind(payload.to_string())
                     .execute(&mut *tx)
                     .await?;
-                }
             }
         }
-        tx.commit().await?;
-        Ok(())
     }
+    tx.commit().await?;
+    Ok(())
 }
 
 #[derive(FromRow)]

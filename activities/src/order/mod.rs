@@ -10,8 +10,8 @@ pub mod reconcile;
 use crate::db::Db;
 use crate::page::{Page, PageRequest};
 use crate::time::rfc3339;
-use baedal_workflows::OrderSnapshot;
 use baedal_workflows::activities::def;
+use baedal_workflows::{OrderChange, OrderSnapshot};
 use serde_json::json;
 use std::sync::Arc;
 use temporalio_macros::activities;
@@ -69,6 +69,86 @@ pub async fn find(db: &Db, order_id: &str) -> anyhow::Result<Option<(String, ser
 
 pub struct OrderContext {
     pub db: Db,
+    /// Woken after each recorded change, so the relay publishes it at once.
+    pub recorded: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// Writes the customer's view unless it already holds this version or a newer one.
+async fn upsert_order_info<'c, E>(db: E, order: &OrderSnapshot) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let placed_at = order.history.first().map_or(0, |h| h.at);
+    sqlx::query(
+        "INSERT INTO order_info (order_id, customer_id, shop_id, status, doc, version, placed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+             version = excluded.version
+         WHERE order_info.version < excluded.version",
+    )
+    .bind(&order.order_id)
+    .bind(&order.customer_id)
+    .bind(&order.shop.id)
+    .bind(order.status.as_str())
+    .bind(order_info(order).to_string())
+    .bind(order.version as i64)
+    .bind(placed_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The change feed's outbox, as the relay reads and clears it.
+pub mod outbox {
+    use crate::db::Db;
+
+    /// A recorded change not yet published: its dedupe id and its JSON.
+    pub struct Pending {
+        pub order_id: String,
+        pub version: i64,
+        pub change: String,
+    }
+
+    impl Pending {
+        /// The broker drops a second publish of the same id (a relay that
+        /// crashed before deleting the row, or two relays).
+        pub fn message_id(&self) -> String {
+            format!("{}:{}", self.order_id, self.version)
+        }
+    }
+
+    /// The oldest unpublished changes, in the order they were recorded.
+    pub async fn oldest(db: &Db, limit: i64) -> anyhow::Result<Vec<Pending>> {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT order_id, version, change FROM order_changes
+             ORDER BY recorded_at, order_id, version LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(order_id, version, change)| Pending {
+                order_id,
+                version,
+                change,
+            })
+            .collect())
+    }
+
+    /// The broker has these: they leave the outbox.
+    pub async fn published(db: &Db, done: &[Pending]) -> anyhow::Result<()> {
+        let mut tx = db.begin().await?;
+        for p in done {
+            sqlx::query("DELETE FROM order_changes WHERE order_id = $1 AND version = $2")
+                .bind(&p.order_id)
+                .bind(p.version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[activities]
@@ -79,23 +159,34 @@ impl OrderContext {
         _ctx: ActivityContext,
         order: OrderSnapshot,
     ) -> Result<(), ActivityError> {
-        let placed_at = order.history.first().map_or(0, |h| h.at);
+        upsert_order_info(&self.db, &order).await?;
+        Ok(())
+    }
+
+    /// The customer's view and the outbox row of the change, in one transaction
+    /// (a repeat of the same version changes nothing); then wakes the relay.
+    #[activity(definition = def::OrderRecord)]
+    pub async fn record(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        change: OrderChange,
+    ) -> Result<(), ActivityError> {
+        let mut tx = self.db.begin().await?;
+        upsert_order_info(&mut *tx, &change.order).await?;
         sqlx::query(
-            "INSERT INTO order_info (order_id, customer_id, shop_id, status, doc, version, placed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
-                 version = excluded.version
-             WHERE order_info.version < excluded.version",
+            "INSERT INTO order_changes (order_id, version, change, recorded_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id, version) DO NOTHING",
         )
-        .bind(&order.order_id)
-        .bind(&order.customer_id)
-        .bind(&order.shop.id)
-        .bind(order.status.as_str())
-        .bind(order_info(&order).to_string())
-        .bind(order.version as i64)
-        .bind(placed_at)
-        .execute(&self.db)
+        .bind(&change.order.order_id)
+        .bind(change.order.version as i64)
+        .bind(serde_json::to_string(&change).map_err(anyhow::Error::from)?)
+        .bind(crate::time::now_ms())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        if let Some(r) = &self.recorded {
+            r.notify_one();
+        }
         Ok(())
     }
 }

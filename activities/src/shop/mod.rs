@@ -131,22 +131,63 @@ impl ShopContext {
         _ctx: ActivityContext,
         order: OrderSnapshot,
     ) -> Result<(), ActivityError> {
-        let placed_at = order.history.first().map_or(0, |h| h.at);
-        sqlx::query(
-            "INSERT INTO order_dtl (order_id, shop_id, status, doc, version, placed_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+        apply(&self.db, &order).await?;
+        Ok(())
+    }
+}
+
+/// Writes the newest OrderDtl; an older or repeated version changes nothing.
+/// The shop context's activity (orders before the change feed) and its feed
+/// consumer both write through here.
+pub async fn apply(db: &Db, order: &OrderSnapshot) -> anyhow::Result<()> {
+    let placed_at = order.history.first().map_or(0, |h| h.at);
+    sqlx::query(
+        "INSERT INTO order_dtl (order_id, shop_id, status, doc, version, placed_at, seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
                  version = excluded.version
              WHERE order_dtl.version < excluded.version",
-        )
-        .bind(&order.order_id)
-        .bind(&order.shop.id)
-        .bind(order.status.as_str())
-        .bind(order_dtl(&order).to_string())
-        .bind(order.version as i64)
-        .bind(placed_at)
-        .execute(&self.db)
+    )
+    .bind(&order.order_id)
+    .bind(&order.shop.id)
+    .bind(order.status.as_str())
+    .bind(order_dtl(order).to_string())
+    .bind(order.version as i64)
+    .bind(placed_at)
+    .bind(crate::time::now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The version of the owner's view of this order, if it has one.
+pub async fn view_version(db: &Db, order_id: &str) -> anyhow::Result<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM order_dtl WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(db)
         .await?;
-        Ok(())
-    }
+    Ok(row.map(|r| r.0))
+}
+
+/// Unanswered orders (`PAID`) the owner's view has held since before `seen_before`
+/// (ms) whose orders have not been told yet: the shop acceptance timeout.
+pub async fn unanswered_since(db: &Db, seen_before: i64) -> anyhow::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT order_id FROM order_dtl
+         WHERE status = 'PAID' AND timeout_told = 0 AND seen_at > 0 AND seen_at <= $1
+         ORDER BY seen_at LIMIT 100",
+    )
+    .bind(seen_before)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// The order has been told its acceptance timed out (or no longer needs to be).
+pub async fn timeout_told(db: &Db, order_id: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE order_dtl SET timeout_told = 1 WHERE order_id = $1")
+        .bind(order_id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
