@@ -98,6 +98,25 @@ where
     Ok(())
 }
 
+/// Records one version of an order: the customer's view and the change's
+/// outbox row, in one transaction; a repeat of the same version changes nothing.
+pub async fn record(db: &Db, change: &OrderChange) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    upsert_order_info(&mut *tx, &change.order).await?;
+    sqlx::query(
+        "INSERT INTO order_changes (order_id, version, change, recorded_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (order_id, version) DO NOTHING",
+    )
+    .bind(&change.order.order_id)
+    .bind(change.order.version as i64)
+    .bind(serde_json::to_string(change)?)
+    .bind(crate::time::now_ms())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The change feed's outbox, as the relay reads and clears it.
 pub mod outbox {
     use crate::db::Db;
@@ -171,19 +190,7 @@ impl OrderContext {
         _ctx: ActivityContext,
         change: OrderChange,
     ) -> Result<(), ActivityError> {
-        let mut tx = self.db.begin().await?;
-        upsert_order_info(&mut *tx, &change.order).await?;
-        sqlx::query(
-            "INSERT INTO order_changes (order_id, version, change, recorded_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id, version) DO NOTHING",
-        )
-        .bind(&change.order.order_id)
-        .bind(change.order.version as i64)
-        .bind(serde_json::to_string(&change).map_err(anyhow::Error::from)?)
-        .bind(crate::time::now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        record(&self.db, &change).await?;
         if let Some(r) = &self.recorded {
             r.notify_one();
         }
