@@ -4,16 +4,17 @@
 
 use anyhow::Context as _;
 use baedal_activities::config::Config;
-use baedal_activities::{db, delivery, identity, notification, order, payment, shop};
-use baedal_workflows::{Context, OrderFulfillment, PaymentReconciliation, ReconcileInput};
+use baedal_activities::identity;
+use baedal_workflows::{Context, PaymentReconciliation, ReconcileInput};
 use std::future::Future;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_common::data_converters::{
     DataConverter, DefaultFailureConverter, PayloadConverter,
 };
-use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use temporalio_sdk::{Runtime, Worker};
 
 pub mod codec;
+mod contexts;
 pub mod deadlines;
 pub mod feed;
 
@@ -76,110 +77,17 @@ pub async fn run(
     let mut workers = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut relays = Vec::new();
+    let host = contexts::Host {
+        cfg: &cfg,
+        client: &client,
+        feed: &feed,
+        stop: &stop_rx,
+    };
     for &context in contexts {
         let name = context.name();
-        let options = match context {
-            Context::Order => {
-                let db = db::open(&cfg.database, name, &order::MIGRATOR).await?;
-                // The schedule is the operators' safety net, not the order path:
-                // a server that will not take it now must not keep orders waiting.
-                if let Err(e) = ensure_reconciliation_schedule(&cfg, &client).await {
-                    tracing::warn!(error = %format!("{e:#}"), "payment reconciliation not scheduled");
-                }
-                let recorded = std::sync::Arc::new(tokio::sync::Notify::new());
-                relays.push(tokio::spawn(feed.clone().relay(
-                    db.clone(),
-                    recorded.clone(),
-                    stop_rx.clone(),
-                )));
-                WorkerOptions::new(cfg.workflow_queue())
-                    .register_workflow::<OrderFulfillment>()?
-                    .register_workflow::<PaymentReconciliation>()?
-                    .register_activities(order::OrderContext {
-                        db: db.clone(),
-                        recorded: Some(recorded),
-                    })
-                    .register_activities(order::reconcile::OutcomeContext {
-                        db,
-                        temporal: client.clone(),
-                    })
-                    .build()
-            }
-            Context::Payment => {
-                let db = db::open(&cfg.database, name, &payment::MIGRATOR).await?;
-                let breaker = payment::breaker::Breaker::new(
-                    db.clone(),
-                    cfg.breaker_failures,
-                    cfg.breaker_cooldown,
-                );
-                let gateway = payment::Gateway::new(&cfg.payment_gateway_url, cfg.payment_timeout);
-                WorkerOptions::new(cfg.queues().payment)
-                    .register_activities(payment::PaymentContext {
-                        db,
-                        gateway,
-                        breaker,
-                    })
-                    .build()
-            }
-            Context::Shop => {
-                let db = db::open(&cfg.database, name, &shop::MIGRATOR).await?;
-                relays.push(tokio::spawn(
-                    feed.clone()
-                        .follow(feed::Follower::Shop(db.clone()), stop_rx.clone()),
-                ));
-                relays.push(tokio::spawn(deadlines::shop_acceptance(
-                    db.clone(),
-                    client.clone(),
-                    cfg.shop_accept_timeout,
-                    stop_rx.clone(),
-                )));
-                WorkerOptions::new(cfg.queues().shop)
-                    .register_activities(shop::ShopContext { db })
-                    .build()
-            }
-            Context::Delivery => {
-                let db = db::open(&cfg.database, name, &delivery::MIGRATOR).await?;
-                if cfg.demo {
-                    delivery::seed_demo(&db, cfg.demo_riders).await?;
-                }
-                relays.push(tokio::spawn(
-                    feed.clone()
-                        .follow(feed::Follower::Delivery(db.clone()), stop_rx.clone()),
-                ));
-                relays.push(tokio::spawn(deadlines::offer_expiry(
-                    db.clone(),
-                    client.clone(),
-                    stop_rx.clone(),
-                )));
-                WorkerOptions::new(cfg.queues().delivery)
-                    .register_activities(delivery::DeliveryContext { db })
-                    .build()
-            }
-            Context::Notification => {
-                let db = db::open(&cfg.database, name, &notification::MIGRATOR).await?;
-                relays.push(tokio::spawn(feed.clone().follow(
-                    feed::Follower::Notification {
-                        db: db.clone(),
-                        webhook: cfg.notify_webhook_url.is_some(),
-                    },
-                    stop_rx.clone(),
-                )));
-                if let Some(url) = cfg.notify_webhook_url.clone() {
-                    relays.push(tokio::spawn(notification::run_relay(
-                        db.clone(),
-                        url,
-                        stop_rx.clone(),
-                    )));
-                }
-                WorkerOptions::new(cfg.queues().notification)
-                    .register_activities(notification::NotificationContext {
-                        db,
-                        webhook: cfg.notify_webhook_url.clone(),
-                    })
-                    .build()
-            }
-        };
-        let worker = Worker::new(&runtime, client.clone(), options)
+        let started = host.start(context).await?;
+        relays.extend(started.tasks);
+        let worker = Worker::new(&runtime, client.clone(), started.options)
             .with_context(|| format!("starting the {name} worker"))?;
         tracing::info!(context = name, "worker started");
         workers.push(worker);
