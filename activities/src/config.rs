@@ -59,6 +59,10 @@ pub struct Config {
     pub sse_streams_max: usize,
     /// An event stream ends after this long (the client resumes by `Last-Event-ID`).
     pub sse_max_lifetime: Duration,
+    /// Concurrent workflow-task polls of the order worker (half of them on the
+    /// task queue itself, where every new order's first task waits; half on
+    /// the worker's sticky queue). 0: the SDK's default (4 sticky, 1 not).
+    pub workflow_task_pollers: usize,
     /// How often the payment reconciliation runs (a Temporal Schedule).
     pub reconcile_interval: Duration,
     /// Charges younger than this are left to their own order's saga.
@@ -148,6 +152,7 @@ impl Config {
             sse_streams_per_user: num("SSE_STREAMS_PER_USER", 5)?.clamp(1, 10_000) as usize,
             sse_streams_max: num("SSE_STREAMS_MAX", 2000)?.clamp(1, 1_000_000) as usize,
             sse_max_lifetime: dur("SSE_MAX_LIFETIME", "30m")?,
+            workflow_task_pollers: num("WORKFLOW_TASK_POLLERS", 0)?.min(1_000) as usize,
             reconcile_interval: dur("RECONCILE_INTERVAL", "5m")?,
             reconcile_min_age: dur("RECONCILE_MIN_AGE", "2m")?,
         })

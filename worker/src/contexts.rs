@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use temporalio_client::Client;
 use temporalio_sdk::WorkerOptions;
+use temporalio_sdk::runtime::PollerBehavior;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -58,7 +59,15 @@ impl Host<'_> {
             .feed
             .clone()
             .relay(db.clone(), recorded.clone(), self.stop.clone());
+        // Every order's first workflow task waits on the task queue itself,
+        // which the SDK polls with one poller of five by default: concurrent
+        // placements queue there. `WORKFLOW_TASK_POLLERS` splits more evenly.
+        let pollers = (cfg.workflow_task_pollers > 0)
+            .then(|| PollerBehavior::SimpleMaximum(cfg.workflow_task_pollers.max(2)));
+        let ratio = if pollers.is_some() { 0.5 } else { 0.2 };
         let options = WorkerOptions::new(cfg.workflow_queue())
+            .maybe_workflow_task_poller_behavior(pollers)
+            .nonsticky_to_sticky_poll_ratio(ratio)
             .register_workflow::<OrderFulfillment>()?
             .register_workflow::<PaymentReconciliation>()?
             .register_activities(order::OrderContext {
