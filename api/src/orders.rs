@@ -262,6 +262,20 @@ fn order_unreachable() -> ApiError {
     )
 }
 
+/// Shown with every order in the Temporal Web UI: what an order waits for at
+/// each `OrderStatus` (its search attribute), since the owner's and the rider's
+/// deadlines are kept by their contexts, not by timers in the order's history.
+const WAITING_FOR: &str = "What this order waits for, by its OrderStatus search attribute:\n\
+- (none yet): the payment (pending activity \"charge the customer\").\n\
+- PAID: the shop owner's answer. The shop context rejects it (SHOP_TIMEOUT) once \
+the owner has held it SHOP_ACCEPT_TIMEOUT, counted from when the owner's view got it.\n\
+- ACCEPTED: a rider (pending activity \"offer the nearest free rider\", then that \
+rider's answer; the delivery context lapses an offer after RIDER_OFFER_TIMEOUT) and \
+the food (timer \"food ready (readyAt)\").\n\
+- RIDER_ASSIGNED: the food. DELIVERY_STARTED: the rider's pickup. PICKED_UP: the \
+rider's completion.\n\
+The snapshot query shows the whole order.";
+
 /// Starts the order's workflow and pays (update-with-start), or joins the
 /// attempt already under this id; answers once the payment outcome is known.
 async fn start_order(st: &AppState, req: OrderRequest) -> ApiResult<PlaceOutcome> {
@@ -275,6 +289,7 @@ async fn start_order(st: &AppState, req: OrderRequest) -> ApiResult<PlaceOutcome
     .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
     .update_id(PLACE_UPDATE_ID.to_string())
     .static_summary(format!("order {order_id}"))
+    .static_details(WAITING_FOR.to_string())
     // Set once here, so the workflow upserts only what changes (its status).
     .search_attributes(SearchAttributes::new([
         search::SHOP_ID.value_set(req.shop.id.clone()),

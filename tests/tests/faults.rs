@@ -335,6 +335,16 @@ async fn a_shop_context_down_for_a_while_catches_up_from_the_change_feed() {
     for absent in ["shop.project", "delivery.project", "notification.announce"] {
         assert!(!history.contains(absent), "{absent} in the history");
     }
+    // No timer tells an operator that the order waits for its owner: the
+    // details the Web UI shows with every order do (what each status waits for).
+    use base64::Engine as _;
+    let details =
+        base64::engine::general_purpose::STANDARD.encode(br#""What this order waits for, by"#);
+    assert_eq!(details.len() % 4, 0);
+    assert!(
+        history.contains(&details),
+        "the order's details in the Web UI"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
