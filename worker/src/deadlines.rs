@@ -22,6 +22,7 @@ use baedal_workflows::{OrderFulfillment, RiderAction, workflow_id};
 use std::time::Duration;
 use temporalio_client::errors::WorkflowUpdateError;
 use temporalio_client::{Client, WorkflowExecuteUpdateOptions};
+use temporalio_common::{HasWorkflowDefinition, UpdateDefinition};
 use tokio::sync::watch;
 
 /// How often each sweep looks.
@@ -29,10 +30,26 @@ const EVERY: Duration = Duration::from_millis(500);
 /// How long one update may take before the sweep moves on (and retries later).
 const UPDATE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Whether the order has had its answer: done, refused, or gone.
-fn told<T>(r: &Result<Result<T, WorkflowUpdateError>, tokio::time::error::Elapsed>) -> bool {
+/// Sends one update to the order (the id makes a second sender join the
+/// first); true once the order has had it: done, refused (it had answered
+/// already, or keeps its own timers), or gone.
+async fn tell<U>(client: &Client, order_id: &str, update: U, input: U::Input, id: String) -> bool
+where
+    U: UpdateDefinition<Workflow = <OrderFulfillment as HasWorkflowDefinition>::Run>,
+    U::Input: Send,
+    U::Output: 'static,
+{
+    let handle = client.get_workflow_handle::<OrderFulfillment>(workflow_id(order_id));
+    let options = WorkflowExecuteUpdateOptions::builder()
+        .update_id(id)
+        .build();
+    let sent = tokio::time::timeout(
+        UPDATE_DEADLINE,
+        handle.execute_update(update, input, options),
+    )
+    .await;
     matches!(
-        r,
+        sent,
         Ok(Ok(_))
             | Ok(Err(WorkflowUpdateError::Failed(_)))
             | Ok(Err(WorkflowUpdateError::NotFound(_)))
@@ -51,20 +68,15 @@ pub async fn shop_acceptance(
         match due {
             Ok(orders) => {
                 for order_id in orders {
-                    let handle =
-                        client.get_workflow_handle::<OrderFulfillment>(workflow_id(&order_id));
-                    let sent = tokio::time::timeout(
-                        UPDATE_DEADLINE,
-                        handle.execute_update(
-                            OrderFulfillment::shop_timeout,
-                            (),
-                            WorkflowExecuteUpdateOptions::builder()
-                                .update_id("shop-timeout".to_string())
-                                .build(),
-                        ),
+                    let sent = tell(
+                        &client,
+                        &order_id,
+                        OrderFulfillment::shop_timeout,
+                        (),
+                        "shop-timeout".to_string(),
                     )
                     .await;
-                    if told(&sent) {
+                    if sent {
                         if let Err(e) = shop::timeout_told(&db, &order_id).await {
                             tracing::warn!(error = %e, "noting a shop timeout");
                         }
@@ -90,22 +102,17 @@ pub async fn offer_expiry(db: Db, client: Client, mut stop: watch::Receiver<bool
         match delivery::lapsed_offers(&db).await {
             Ok(offers) => {
                 for (order_id, rider_id, expires_at) in offers {
-                    let handle =
-                        client.get_workflow_handle::<OrderFulfillment>(workflow_id(&order_id));
-                    let sent = tokio::time::timeout(
-                        UPDATE_DEADLINE,
-                        handle.execute_update(
-                            OrderFulfillment::offer_lapsed,
-                            RiderAction {
-                                rider_id: rider_id.clone(),
-                            },
-                            WorkflowExecuteUpdateOptions::builder()
-                                .update_id(format!("offer-lapsed:{rider_id}:{expires_at}"))
-                                .build(),
-                        ),
+                    let sent = tell(
+                        &client,
+                        &order_id,
+                        OrderFulfillment::offer_lapsed,
+                        RiderAction {
+                            rider_id: rider_id.clone(),
+                        },
+                        format!("offer-lapsed:{rider_id}:{expires_at}"),
                     )
                     .await;
-                    if told(&sent) {
+                    if sent {
                         if let Err(e) = delivery::lapse_told(&db, &order_id, &rider_id).await {
                             tracing::warn!(error = %e, "noting a lapsed offer");
                         }

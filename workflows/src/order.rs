@@ -469,18 +469,7 @@ impl OrderFulfillment {
         ctx: &mut WorkflowContext<Self>,
         a: RiderAction,
     ) -> Result<ActionResult, HandlerError> {
-        offer_known(ctx).await;
-        ctx.state_mut(|s| {
-            s.act(
-                |s| s.require_live_offer(&a.rider_id),
-                |s| {
-                    if let Some(o) = s.offer.as_mut() {
-                        o.answer = Some(OfferAnswer::Declined);
-                    }
-                },
-            )?;
-            Ok(s.action_result())
-        })
+        end_offer(ctx, &a.rider_id, |o| o.answer = Some(OfferAnswer::Declined)).await
     }
 
     #[update_validator(pickup)]
@@ -576,18 +565,7 @@ impl OrderFulfillment {
         ctx: &mut WorkflowContext<Self>,
         a: RiderAction,
     ) -> Result<ActionResult, HandlerError> {
-        offer_known(ctx).await;
-        ctx.state_mut(|s| {
-            s.act(
-                |s| s.require_live_offer(&a.rider_id),
-                |s| {
-                    if let Some(o) = s.offer.as_mut() {
-                        o.lapsed = true;
-                    }
-                },
-            )?;
-            Ok(s.action_result())
-        })
+        end_offer(ctx, &a.rider_id, |o| o.lapsed = true).await
     }
 }
 
@@ -838,6 +816,28 @@ async fn offer_known(ctx: &WorkflowContext<OrderFulfillment>) {
     if ctx.state(|s| s.offering) {
         let _ = wait(ctx, |s| !s.offering).await;
     }
+}
+
+/// A rider's decline, or the delivery context's word that the rider let it
+/// lapse, ends the live offer: once the choice of rider is known, the offer
+/// must still be this rider's and unanswered (the first answer wins).
+async fn end_offer(
+    ctx: &mut WorkflowContext<OrderFulfillment>,
+    rider_id: &str,
+    end: impl FnOnce(&mut LiveOffer),
+) -> Result<ActionResult, HandlerError> {
+    offer_known(ctx).await;
+    ctx.state_mut(|s| {
+        s.act(
+            |s| s.require_live_offer(rider_id),
+            |s| {
+                if let Some(o) = s.offer.as_mut() {
+                    end(o);
+                }
+            },
+        )?;
+        Ok(s.action_result())
+    })
 }
 
 /// Read models follow within an activity round trip; an action answers once the
