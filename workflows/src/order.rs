@@ -355,8 +355,9 @@ impl OrderFulfillment {
         self.may_answer_offer(&a.rider_id)
     }
 
-    /// A rider takes the offer; the delivery context assigns atomically, so a rider
-    /// already carrying a delivery is refused.
+    /// A rider takes the offer. Under `v3` the offer already reserved the rider
+    /// (see the header), so taking it is one step; before, the delivery context
+    /// assigned atomically and a rider already carrying a delivery was refused.
     #[update]
     pub async fn rider_accept(
         ctx: &mut WorkflowContext<Self>,
