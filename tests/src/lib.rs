@@ -501,15 +501,20 @@ fn webhook_router(w: Webhook) -> axum::Router {
 fn init_test_log() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        if std::env::var("TEST_LOG").is_ok() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_test_writer()
-                .try_init();
-        }
+        // Warnings always (a failing test prints what its stack warned of, a
+        // passing one prints nothing); `TEST_LOG=1` for everything at info.
+        let default = if std::env::var("TEST_LOG").is_ok() {
+            "info"
+        } else {
+            "warn"
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| default.into()),
+            )
+            .with_test_writer()
+            .try_init();
     });
 }
 

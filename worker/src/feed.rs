@@ -45,6 +45,13 @@ const ACK_WAIT: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Outbox rows published per round.
 const RELAY_BATCH: i64 = 256;
+/// How long one pull request of a consumer waits for messages. Each request
+/// is short and the next follows at once: a request the server or the client
+/// lost (a slow or reconnecting connection) costs at most this long, instead of
+/// a long-lived subscription that stalls without an error.
+const PULL_WAIT: Duration = Duration::from_secs(2);
+/// Messages one pull request asks for.
+const PULL_BATCH: usize = 64;
 
 /// Which context a consumer applies changes for.
 #[derive(Clone)]
@@ -142,7 +149,10 @@ impl Feed {
     pub async fn relay(self, db: Db, recorded: Arc<Notify>, stop: watch::Receiver<bool>) {
         let mut pause = Pause::new();
         loop {
-            match self.relay_until(&db, &recorded, stop.clone()).await {
+            match self
+                .relay_until(&db, &recorded, &mut pause, stop.clone())
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => interrupted("relay", &e),
             }
@@ -156,9 +166,11 @@ impl Feed {
         &self,
         db: &Db,
         recorded: &Notify,
+        pause: &mut Pause,
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let (js, _) = self.connect().await?;
+        *pause = Pause::new();
         tracing::info!(stream = %self.stream, "change feed: relaying the outbox");
         loop {
             if *stop.borrow() {
@@ -191,7 +203,7 @@ impl Feed {
     pub async fn follow(self, follower: Follower, stop: watch::Receiver<bool>) {
         let mut pause = Pause::new();
         loop {
-            match self.follow_until(&follower, stop.clone()).await {
+            match self.follow_until(&follower, &mut pause, stop.clone()).await {
                 Ok(()) => return,
                 Err(e) => interrupted(follower.durable_name(), &e),
             }
@@ -204,6 +216,7 @@ impl Feed {
     async fn follow_until(
         &self,
         follower: &Follower,
+        pause: &mut Pause,
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let name = follower.durable_name();
@@ -220,42 +233,53 @@ impl Feed {
             )
             .await
             .with_context(|| format!("opening the {name} consumer"))?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(64)
-            .messages()
-            .await?;
+        *pause = Pause::new();
         tracing::info!(consumer = name, "change feed: following");
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            let message = tokio::select! {
-                m = messages.next() => m,
-                _ = stop.changed() => return Ok(()),
-            };
-            let Some(message) = message else {
-                anyhow::bail!("the {name} consumer's message stream ended");
-            };
-            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let applied = match self.open(&message.payload) {
-                Ok(change) => follower.apply(&change).await,
-                Err(e) => {
-                    // Sealed with another key, or not ours: it can never be
-                    // applied here, and must not hold up the changes behind it.
-                    tracing::error!(consumer = name, error = %format!("{e:#}"), "dropping an unreadable change");
-                    Ok(())
-                }
-            };
-            match applied {
-                Ok(()) => message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?,
-                Err(e) => {
-                    tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
-                    message
-                        .ack_with(AckKind::Nak(Some(RETRY_AFTER)))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                }
+            let mut batch = consumer
+                .batch()
+                .max_messages(PULL_BATCH)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("pulling from the {name} consumer: {e}"))?;
+            loop {
+                let message = tokio::select! {
+                    m = batch.next() => m,
+                    _ = stop.changed() => return Ok(()),
+                };
+                let Some(message) = message else {
+                    break;
+                };
+                let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+                self.handle(follower, message).await?;
+            }
+        }
+    }
+
+    /// Applies one message and acknowledges it, or asks for it again later.
+    async fn handle(&self, follower: &Follower, message: jetstream::Message) -> anyhow::Result<()> {
+        let name = follower.durable_name();
+        let applied = match self.open(&message.payload) {
+            Ok(change) => follower.apply(&change).await,
+            Err(e) => {
+                // Sealed with another key, or not ours: it can never be
+                // applied here, and must not hold up the changes behind it.
+                tracing::error!(consumer = name, error = %format!("{e:#}"), "dropping an unreadable change");
+                Ok(())
+            }
+        };
+        match applied {
+            Ok(()) => message.ack().await.map_err(|e| anyhow::anyhow!("{e}")),
+            Err(e) => {
+                tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
+                message
+                    .ack_with(AckKind::Nak(Some(RETRY_AFTER)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
             }
         }
     }
