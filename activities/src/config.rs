@@ -20,6 +20,9 @@ pub struct Config {
     pub notify_webhook_url: Option<String>,
     /// The broker that carries the change feed (NATS with JetStream).
     pub nats_url: String,
+    /// `METRICS_ADDR`: where a worker serves its Prometheus metrics (the
+    /// Temporal SDK's and its own); none when unset.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub shop_accept_timeout: Duration,
     pub rider_offer_timeout: Duration,
     pub rider_search_timeout: Duration,
@@ -134,6 +137,13 @@ impl Config {
             breaker_cooldown: dur("PAYMENT_BREAKER_COOLDOWN", "10s")?,
             notify_webhook_url: get("NOTIFY_WEBHOOK_URL"),
             nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            metrics_addr: get("METRICS_ADDR")
+                .map(|a| {
+                    a.trim().parse().with_context(|| {
+                        format!("METRICS_ADDR={a:?}: expected host:port, e.g. 0.0.0.0:9464")
+                    })
+                })
+                .transpose()?,
             shop_accept_timeout: dur("SHOP_ACCEPT_TIMEOUT", "3m")?,
             rider_offer_timeout: dur("RIDER_OFFER_TIMEOUT", "30s")?,
             rider_search_timeout: dur("RIDER_SEARCH_TIMEOUT", "5m")?,
@@ -321,6 +331,11 @@ mod tests {
         assert!(cfg(&[("DATABASE_URL", "mysql://x")]).is_err());
         let e = cfg(&[("BAEDAL_DEMO", "yes")]).unwrap_err();
         assert!(e.to_string().contains("BAEDAL_DEMO"));
+        let e = cfg(&[("METRICS_ADDR", "9464")]).unwrap_err();
+        assert!(e.to_string().contains("METRICS_ADDR"));
+        let c = cfg(&[("METRICS_ADDR", "0.0.0.0:9464")]).unwrap();
+        assert_eq!(c.metrics_addr.map(|a| a.port()), Some(9464));
+        assert_eq!(cfg(&[]).unwrap().metrics_addr, None);
     }
 
     #[test]

@@ -167,6 +167,7 @@ pub async fn login(
         .and_then(|ip| throttles.login_address.closed_for(&ip))
         .or_else(|| throttles.login_account.closed_for(&account));
     if let Some(wait) = closed {
+        st.metrics.throttled(crate::metrics::Limit::LoginFailures);
         return Err(ApiError::TooManyRequests(
             "too many failed logins; wait before trying again".into(),
             wait,

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 mod orders;
 pub mod paging;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub streams: Arc<streams::StreamSlots>,
     /// Seals and opens Temporal payloads (the codec endpoint's).
     pub cipher: Arc<baedal_worker::codec::PayloadCipher>,
+    /// The counters `GET /metrics` serves.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -132,6 +135,7 @@ impl AppState {
             dbs,
             breaker,
             keys,
+            metrics: Arc::new(metrics::Metrics::new()),
         })
     }
 }
@@ -312,8 +316,13 @@ pub fn router(state: AppState) -> Router {
         state.cfg.request_timeout,
     );
     app()
+        .route("/metrics", axum::routing::get(metrics::serve))
         .layer(timeout)
         .layer(axum::middleware::map_response(problem_for_every_refusal))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -4,6 +4,7 @@ use crate::act::{Action, Answer, act};
 use crate::domain::{Id, PlaceOrder};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AuthUser, Body, IdempotencyKey, Path};
+use crate::metrics::Limit;
 use crate::paging::Paging;
 use crate::{AppState, temporal_unreachable};
 use axum::Json;
@@ -132,6 +133,7 @@ pub async fn place(
     // most so many in ten minutes (a repeat of an established order, above,
     // costs neither and is never refused).
     if let Err(wait) = st.throttles.orders_per_customer.try_take(&customer) {
+        st.metrics.throttled(Limit::OrdersPerCustomer);
         return Err(ApiError::TooManyRequests(
             "too many orders in a short time; wait before ordering again".into(),
             wait,
@@ -142,6 +144,7 @@ pub async fn place(
     let declines = &st.throttles.declines_per_card;
     let card = order.card().to_string();
     if let Some(wait) = declines.closed_for(&card) {
+        st.metrics.throttled(Limit::DeclinedCard);
         return Err(ApiError::TooManyRequests(
             "this card was declined too often; wait before paying with it again".into(),
             wait,
@@ -612,6 +615,7 @@ pub async fn events(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let slot = st.streams.open(&user.0.sub).map_err(|wait| {
+        st.metrics.throttled(Limit::EventStreams);
         ApiError::TooManyRequests(
             "too many event streams open; close one or wait".into(),
             wait,

@@ -26,7 +26,7 @@ pub fn temporal_address() -> String {
     .clone()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -563,8 +563,15 @@ pub const ORDER_TOTAL: i64 = 38_000;
 impl Stack {
     /// Starts (or restarts) one context's worker inside this process.
     pub fn start_worker(&self, c: Context) {
+        self.start_workers(&[c], c.name());
+    }
+
+    /// One worker host running `contexts` together, as `baedal-worker --context
+    /// a,b,…` does; `key` names it for [`Stack::stop_worker`]-like calls.
+    pub fn start_workers(&self, contexts: &[Context], key: &str) {
         let (tx, rx) = oneshot::channel();
         let cfg = self.cfg.clone();
+        let contexts = contexts.to_vec();
         // The worker's future is not Send: give it a runtime of its own, as a
         // separate process would have.
         let thread = std::thread::spawn(move || {
@@ -573,16 +580,16 @@ impl Stack {
                 .enable_all()
                 .build()
                 .unwrap();
-            if let Err(e) = rt.block_on(baedal_worker::run(cfg, &[c], async {
+            if let Err(e) = rt.block_on(baedal_worker::run(cfg, &contexts, async {
                 let _ = rx.await;
             })) {
-                eprintln!("worker {} stopped: {e:#}", c.name());
+                eprintln!("worker {contexts:?} stopped: {e:#}");
             }
         });
         self.workers
             .lock()
             .unwrap()
-            .insert(c.name().into(), (tx, thread));
+            .insert(key.into(), (tx, thread));
     }
 
     /// A second API process on the same stores and Temporal (as a scaled-out

@@ -119,7 +119,11 @@ async fn a_context_that_was_away_catches_up_in_order_and_each_change_applies_onc
     let notes = db::open(&cfg.database, "notification", &notification::MIGRATOR)
         .await
         .unwrap();
-    let feed = Feed::new(&cfg, Arc::new(PayloadCipher::new(&[7u8; 32])));
+    let feed = Feed::new(
+        &cfg,
+        Arc::new(PayloadCipher::new(&[7u8; 32])),
+        Arc::new(baedal_worker::metrics::Metrics::none()),
+    );
     let (stop, stopped) = watch::channel(false);
     let recorded = Arc::new(Notify::new());
     tokio::spawn(

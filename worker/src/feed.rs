@@ -21,6 +21,7 @@
 //! a change holds the customer's phone number and address.
 
 use crate::codec::{PayloadCipher, SEALED};
+use crate::metrics::Metrics;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, consumer::pull, message::PublishMessage, stream};
 use baedal_activities::config::Config;
@@ -88,16 +89,18 @@ pub struct Feed {
     stream: String,
     subject: String,
     cipher: Arc<PayloadCipher>,
+    metrics: Arc<Metrics>,
 }
 
 impl Feed {
-    pub fn new(cfg: &Config, cipher: Arc<PayloadCipher>) -> Self {
+    pub fn new(cfg: &Config, cipher: Arc<PayloadCipher>, metrics: Arc<Metrics>) -> Self {
         let (stream, subject) = cfg.feed_stream();
         Feed {
             url: cfg.nats_url.clone(),
             stream,
             subject,
             cipher,
+            metrics,
         }
     }
 
@@ -264,16 +267,18 @@ impl Feed {
     async fn handle(&self, follower: &Follower, message: jetstream::Message) -> anyhow::Result<()> {
         let name = follower.durable_name();
         let applied = match self.open(&message.payload) {
-            Ok(change) => follower.apply(&change).await,
+            Ok(change) => follower.apply(&change).await.map(|()| "applied"),
             Err(e) => {
                 // Sealed with another key, or not ours: it can never be
                 // applied here, and must not hold up the changes behind it.
                 tracing::error!(consumer = name, error = %format!("{e:#}"), "dropping an unreadable change");
-                Ok(())
+                Ok("dropped")
             }
         };
+        let outcome = *applied.as_ref().unwrap_or(&"retried");
+        self.metrics.feed_change(name, outcome);
         match applied {
-            Ok(()) => message.ack().await.map_err(|e| anyhow::anyhow!("{e}")),
+            Ok(_) => message.ack().await.map_err(|e| anyhow::anyhow!("{e}")),
             Err(e) => {
                 tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
                 message

@@ -7,16 +7,20 @@ use baedal_activities::config::Config;
 use baedal_activities::identity;
 use baedal_workflows::{Context, PaymentReconciliation, ReconcileInput};
 use std::future::Future;
+use std::sync::Arc;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 use temporalio_common::data_converters::{
     DataConverter, DefaultFailureConverter, PayloadConverter,
 };
+use temporalio_common::telemetry::TelemetryOptions;
+use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker};
 
 pub mod codec;
 mod contexts;
 pub mod deadlines;
 pub mod feed;
+pub mod metrics;
 
 /// JSON payloads sealed with the key in this file.
 pub fn sealing_converter(key_file: &str) -> anyhow::Result<DataConverter> {
@@ -70,10 +74,29 @@ pub async fn run(
     contexts: &[Context],
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let runtime = Runtime::from_current_tokio(Default::default())?;
-    let cipher = std::sync::Arc::new(codec::PayloadCipher::from_file(&cfg.payload_key_file)?);
+    // One meter for the SDK's metrics and the product's, served on METRICS_ADDR.
+    let (runtime, metrics) = match cfg.metrics_addr {
+        Some(addr) => {
+            let (meter, _) = metrics::serve(addr)?;
+            let telemetry = TelemetryOptions::builder().metrics(meter.clone()).build();
+            let options = RuntimeOptions::builder()
+                .telemetry_options(telemetry)
+                .build()
+                .map_err(|e| anyhow::anyhow!("runtime options: {e}"))?;
+            (
+                Runtime::from_current_tokio(options)?,
+                metrics::Metrics::new(meter),
+            )
+        }
+        None => (
+            Runtime::from_current_tokio(Default::default())?,
+            metrics::Metrics::none(),
+        ),
+    };
+    let metrics = Arc::new(metrics);
+    let cipher = Arc::new(codec::PayloadCipher::from_file(&cfg.payload_key_file)?);
     let client = connect_sealing(&cfg, cipher.clone()).await?;
-    let feed = feed::Feed::new(&cfg, cipher);
+    let feed = feed::Feed::new(&cfg, cipher, metrics.clone());
     let mut workers = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut relays = Vec::new();
@@ -85,8 +108,14 @@ pub async fn run(
     };
     for &context in contexts {
         let name = context.name();
-        let started = host.start(context).await?;
+        let mut started = host.start(context).await?;
         relays.extend(started.tasks);
+        started
+            .options
+            .activity_inbound_interceptor(metrics::ActivityOutcomes {
+                metrics: metrics.clone(),
+                context: name,
+            });
         let worker = Worker::new(&runtime, client.clone(), started.options)
             .with_context(|| format!("starting the {name} worker"))?;
         tracing::info!(context = name, "worker started");
