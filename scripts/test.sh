@@ -20,6 +20,16 @@ ensure_schemathesis
 export BAEDAL_TEST_POSTGRES_URL=${BAEDAL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export RUST_BACKTRACE=1
 
+log "compose file: docker-compose accepts it, and every variable it sets is one a binary reads"
+bash scripts/compose-check.sh
+# The check must refuse a variable no binary reads.
+bogus=$(mktemp --suffix=.yml)
+sed 's/^      RECONCILE_MIN_AGE: 2m$/&\n      RECONCILE_EVERY: 5m/' temporal-compose.yml > "$bogus"
+if bash scripts/compose-check.sh "$bogus" >/dev/null 2>&1; then
+  log "compose-check accepted RECONCILE_EVERY, which no binary reads"; rm -f "$bogus"; exit 1
+fi
+rm -f "$bogus"
+
 log "building"
 cargo build --workspace --bins --tests
 mkdir -p target
