@@ -26,6 +26,9 @@ pub struct Config {
     pub shop_accept_timeout: Duration,
     pub rider_offer_timeout: Duration,
     pub rider_search_timeout: Duration,
+    /// `RIDER_STALE_AFTER`: riders who have not reported a position for this
+    /// long get no offers.
+    pub rider_stale_after: Duration,
     pub contexts: Vec<Context>,
     /// `BAEDAL_DEMO=1`: seed the demo accounts, shops and riders (SPEC §3).
     pub demo: bool,
@@ -147,6 +150,7 @@ impl Config {
             shop_accept_timeout: dur("SHOP_ACCEPT_TIMEOUT", "3m")?,
             rider_offer_timeout: dur("RIDER_OFFER_TIMEOUT", "30s")?,
             rider_search_timeout: dur("RIDER_SEARCH_TIMEOUT", "5m")?,
+            rider_stale_after: dur("RIDER_STALE_AFTER", "2m")?,
             contexts,
             demo: flag("BAEDAL_DEMO")?,
             demo_public: flag("BAEDAL_DEMO_PUBLIC")?,

@@ -19,7 +19,7 @@ const DICT = {
     cookMinutes: '조리 시간(분)', accept: '접수', reject: '거절', rejectReason: '거절 사유',
     markReady: '조리 완료', cookRange: '조리 시간은 1~180분 사이로 입력하세요.',
     reasonRequired: '거절 사유를 입력하세요.',
-    myLocation: '내 위치', available: '배달 가능', saveLocation: '위치 저장', locationSaved: '위치를 저장했습니다.',
+    myLocation: '내 위치', available: '배달 가능', saveLocation: '위치 저장', locationSaved: '위치를 저장했습니다.', useMyPosition: '현재 위치 사용', positionUnavailable: '현재 위치를 알 수 없습니다. 직접 입력하세요.',
     offers: '배차 요청', noOffers: '배차 요청이 없습니다.', distance: '거리', expiresIn: '남은 시간 {s}초',
     expired: '만료됨', decline: '거절', assigned: '배차가 확정되었습니다.',
     deliveries: '내 배달', noDeliveries: '배달이 없습니다.', shop: '가게', pickup: '픽업 완료',
@@ -48,7 +48,7 @@ const DICT = {
     cookMinutes: 'Cooking minutes', accept: 'Accept', reject: 'Reject', rejectReason: 'Reason for rejecting',
     markReady: 'Mark ready', cookRange: 'Cooking time must be 1 to 180 minutes.',
     reasonRequired: 'Please enter a reason.',
-    myLocation: 'My location', available: 'Available', saveLocation: 'Save location', locationSaved: 'Location saved.',
+    myLocation: 'My location', available: 'Available', saveLocation: 'Save location', locationSaved: 'Location saved.', useMyPosition: 'Use my position', positionUnavailable: 'Your position is not available; enter it by hand.',
     offers: 'Offers', noOffers: 'No offers.', distance: 'Distance', expiresIn: '{s}s left',
     expired: 'Expired', decline: 'Decline', assigned: 'Delivery assigned to you.',
     deliveries: 'My deliveries', noDeliveries: 'No deliveries.', shop: 'Shop', pickup: 'Picked up',
@@ -522,19 +522,58 @@ function riderView(_, alive) {
   const lon = h('input', { type: 'number', step: 'any', inputmode: 'decimal', value: saved.lon, testid: 'rider-lon' });
   const avail = h('input', { type: 'checkbox', checked: saved.available, testid: 'rider-available' });
   const save = h('button', { type: 'submit', class: 'primary', testid: 'rider-location-submit' }, t('saveLocation'));
+  const locate = h('button', { type: 'button', class: 'ghost', testid: 'rider-use-position' }, t('useMyPosition'));
   const locForm = h('form', { class: 'card', testid: 'rider-location' }, h('h2', null, t('myLocation')),
     h('div', { class: 'pair' }, field(t('lat'), lat), field(t('lon'), lon)),
-    h('label', { class: 'check' }, avail, h('span', null, t('available'))), save);
+    h('label', { class: 'check' }, avail, h('span', null, t('available'))),
+    h('div', { class: 'buttons' }, save, navigator.geolocation ? locate : null));
+  const savedKey = `baedal.rider.${session.id}`;
+  async function sendLocation(quiet) {
+    const body = { lat: Number(lat.value), lon: Number(lon.value), available: avail.checked };
+    const r = await api('PUT', '/rider/location', body);
+    if (r.ok) {
+      localStorage.setItem(savedKey, JSON.stringify({ lat: lat.value, lon: lon.value, available: avail.checked }));
+      if (!quiet) showMessage(t('locationSaved'), 'info');
+    }
+    return r.ok;
+  }
   locForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     save.disabled = true;
-    const body = { lat: Number(lat.value), lon: Number(lon.value), available: avail.checked };
-    const r = await api('PUT', '/rider/location', body);
+    await sendLocation(false);
     save.disabled = false;
-    if (r.ok) {
-      localStorage.setItem(`baedal.rider.${session.id}`, JSON.stringify({ lat: lat.value, lon: lon.value, available: avail.checked }));
-      showMessage(t('locationSaved'), 'info');
+  });
+  // The browser's position, when the rider allows it; typing stays possible.
+  // One request at a time (a watch beside it can starve a one-off request).
+  const position = () => new Promise((resolve, reject) => navigator.geolocation.getCurrentPosition(
+    resolve, reject, { enableHighAccuracy: true, timeout: 10000, maximumAge: 15000 }));
+  const fill = (p) => {
+    lat.value = p.coords.latitude.toFixed(6);
+    lon.value = p.coords.longitude.toFixed(6);
+  };
+  let granted = false;
+  navigator.permissions?.query({ name: 'geolocation' }).then((perm) => {
+    granted = perm.state === 'granted';
+    perm.onchange = () => { granted = perm.state === 'granted'; };
+  }).catch(() => {});
+  locate.addEventListener('click', async () => {
+    locate.disabled = true;
+    try {
+      const p = await position();
+      if (alive()) { fill(p); await sendLocation(false); }
+    } catch {
+      if (alive()) showMessage(t('positionUnavailable'));
+    } finally { locate.disabled = false; }
+  });
+  // A rider who went available here reports again every 30 s while the page is
+  // open (riders silent for RIDER_STALE_AFTER, 2 min, get no offers), from the
+  // browser's position when allowed, else what was typed.
+  every(30000, async () => {
+    if (localStorage.getItem(savedKey) === null || !avail.checked) return;
+    if (granted) {
+      try { const p = await position(); if (alive()) fill(p); } catch { /* keep the last one */ }
     }
+    if (alive()) await sendLocation(true);
   });
 
   const offers = h('ul', { class: 'list orders', testid: 'rider-offers' });

@@ -35,8 +35,8 @@ after(async () => {
 const tid = (id) => `[data-testid="${id}"]`;
 const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, name), fullPage: true });
 
-async function login(username, viewport = PHONE) {
-  const ctx = await browser.newContext({ viewport });
+async function login(username, viewport = PHONE, options = {}) {
+  const ctx = await browser.newContext({ viewport, ...options });
   contexts.push(ctx);
   const page = await ctx.newPage();
   page.on('pageerror', (e) => pageErrors.push(`${username}: ${e.message}`));
@@ -183,5 +183,19 @@ test('declined payment is shown; a paid order cancelled while PAID shows CANCELL
   await statusIs(customer, 'order-status', 'CANCELLED');
   await customer.locator(tid('order-refund')).waitFor({ timeout: WAIT });
   await shot(customer, 'customer-cancelled.png');
+  assert.deepEqual(pageErrors, []);
+});
+
+test("a rider's page takes the position from the browser and reports it", { timeout: 60_000 }, async () => {
+  // Chromium's own geolocation, set to a position and allowed for the page.
+  const rider = await login('rider6', PHONE, {
+    geolocation: { latitude: 37.5101, longitude: 127.0402 }, permissions: ['geolocation'],
+  });
+  await rider.click(tid('rider-use-position'));
+  await rider.locator(`${tid('message')}[data-kind="info"]`).waitFor({ timeout: WAIT });
+  assert.equal(await rider.inputValue(tid('rider-lat')), '37.510100');
+  assert.equal(await rider.inputValue(tid('rider-lon')), '127.040200');
+  assert.ok(rider.trail.some((l) => / 204 PUT \/api\/rider\/location$/.test(l)), rider.trail.join('\n'));
+  await shot(rider, 'rider-geolocation.png');
   assert.deepEqual(pageErrors, []);
 });

@@ -399,6 +399,9 @@ pub async fn spawn_stack_with(opts: StackOptions) -> Stack {
     env.insert("PAYLOAD_KEY_FILE".into(), payload_key);
     // The tests log in as the demo accounts (SPEC §3).
     env.insert("BAEDAL_DEMO".into(), "1".into());
+    // The seeded riders report no position during a test: they stay offerable
+    // (a test of staleness sets its own).
+    env.insert("RIDER_STALE_AFTER".into(), "30m".into());
     if opts.postgres {
         env.insert("DATABASE_URL".into(), fresh_postgres_database().await);
     }

@@ -318,6 +318,52 @@ async fn the_offer_goes_to_the_nearest_available_rider_by_reported_location() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_silent_longer_than_rider_stale_after_gets_no_offer() {
+    let s = spawn_stack_with(StackOptions {
+        env: vec![("RIDER_STALE_AFTER", "2s".into())],
+        ..StackOptions::default()
+    })
+    .await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let riders = s.riders(6).await;
+    // The seeded riders were last heard of when the delivery context seeded
+    // them; once that is longer ago than RIDER_STALE_AFTER, only rider6, who
+    // keeps reporting (as the rider's page does) from 2 km north of the shop,
+    // can be offered the order, though rider1's last known position is next to
+    // the shop.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let heartbeat = {
+        let (http, url, token) = (
+            s.http.clone(),
+            s.url("/api/rider/location"),
+            riders[5].1.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let r = http
+                    .put(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"lat": 37.5159, "lon": 127.0276, "available": true}))
+                    .send()
+                    .await
+                    .expect("location reported");
+                assert_eq!(r.status(), 204);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let id = s.place(&customer).await;
+    s.accept(&id, &owner, 10).await;
+    let (name, token) = s.rider_with_offer(&id, &riders).await;
+    assert_eq!(name, "rider6");
+    let (_, offers) = s.get("/api/rider/offers", &token).await;
+    let d = offers[0]["distanceM"].as_i64().unwrap();
+    assert!((1900..2100).contains(&d), "{offers}");
+    heartbeat.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rider_who_delivered_takes_the_next_order() {
     let s = spawn_stack().await;
     let customer = s.login("customer1").await;

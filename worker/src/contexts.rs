@@ -134,6 +134,10 @@ impl Host<'_> {
         if cfg.demo {
             delivery::seed_demo(&db, cfg.demo_riders).await?;
         }
+        let placed = delivery::nearest::backfill_cells(&db).await?;
+        if placed > 0 {
+            tracing::info!(riders = placed, "riders placed in the nearest-rider index");
+        }
         let tasks = vec![
             self.spawn(
                 self.feed
@@ -147,7 +151,10 @@ impl Host<'_> {
             )),
         ];
         let options = WorkerOptions::new(cfg.queues().delivery)
-            .register_activities(delivery::DeliveryContext { db })
+            .register_activities(delivery::DeliveryContext {
+                db,
+                stale_after: cfg.rider_stale_after,
+            })
             .build();
         Ok(Started { options, tasks })
     }

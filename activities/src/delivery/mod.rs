@@ -3,7 +3,6 @@
 //! model, DeliveryInfo.
 
 use crate::db::Db;
-use crate::geo::distance_m;
 use crate::page::{Page, PageRequest};
 use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
@@ -14,6 +13,8 @@ use std::sync::Arc;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
+pub mod nearest;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/delivery");
 
 /// Demo riders stand north of the first shop, each ~300 m further than the last.
@@ -22,13 +23,14 @@ pub async fn seed_demo(db: &Db, riders: u32) -> anyhow::Result<()> {
     for i in 1..=riders {
         let lat = 37.4979 + 0.0027 * f64::from(i);
         sqlx::query(
-            "INSERT INTO riders (id, lat, lon, available, current_order, updated_at)
-             VALUES ($1, $2, $3, 1, NULL, $4) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO riders (id, lat, lon, available, current_order, updated_at, cell, located_at)
+             VALUES ($1, $2, $3, 1, NULL, $4, $5, $4) ON CONFLICT (id) DO NOTHING",
         )
         .bind(format!("rider{i}"))
         .bind(lat)
         .bind(127.0276)
         .bind(now)
+        .bind(nearest::cell_of(lat, 127.0276))
         .execute(db)
         .await?;
     }
@@ -43,16 +45,18 @@ pub async fn report_location(
     available: bool,
 ) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO riders (id, lat, lon, available, current_order, updated_at)
-         VALUES ($1, $2, $3, $4, NULL, $5)
+        "INSERT INTO riders (id, lat, lon, available, current_order, updated_at, cell, located_at)
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, $5)
          ON CONFLICT (id) DO UPDATE SET lat = excluded.lat, lon = excluded.lon,
-             available = excluded.available, updated_at = excluded.updated_at",
+             available = excluded.available, updated_at = excluded.updated_at,
+             cell = excluded.cell, located_at = excluded.located_at",
     )
     .bind(rider)
     .bind(lat)
     .bind(lon)
     .bind(i64::from(available))
     .bind(now_ms())
+    .bind(nearest::cell_of(lat, lon))
     .execute(db)
     .await?;
     Ok(())
@@ -148,15 +152,11 @@ pub fn delivery_info(o: &OrderSnapshot) -> serde_json::Value {
 /// gone (terminated by an operator) leaves one behind.
 pub const ABANDONED_OFFER_MS: i64 = 10 * 60 * 1000;
 
-#[derive(FromRow)]
-struct Candidate {
-    id: String,
-    lat: f64,
-    lon: f64,
-}
-
 pub struct DeliveryContext {
     pub db: Db,
+    /// Riders who have not reported a position for this long get no offers
+    /// (`RIDER_STALE_AFTER`).
+    pub stale_after: std::time::Duration,
 }
 
 #[activities]
@@ -185,22 +185,18 @@ impl DeliveryContext {
         // the rider's assignment arrives (see `apply`); one whose workflow is
         // gone (terminated) lets the rider go after `ABANDONED_OFFER_MS`.
         let abandoned_before = now_ms() - ABANDONED_OFFER_MS;
-        let free: Vec<Candidate> = sqlx::query_as(
-            "SELECT id, lat, lon FROM riders
-             WHERE available = 1 AND current_order IS NULL
-               AND id NOT IN (SELECT rider_id FROM offers WHERE expires_at > $1)",
-        )
-        .bind(abandoned_before)
-        .fetch_all(&self.db)
-        .await?;
-        let mut ranked: Vec<(f64, Candidate)> = free
-            .into_iter()
-            .filter(|c| !req.exclude.contains(&c.id))
-            .map(|c| (distance_m(req.shop.lat, req.shop.lon, c.lat, c.lon), c))
-            .collect();
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        let mut nearest = nearest::Nearest::new(
+            req.shop.lat,
+            req.shop.lon,
+            nearest::Rules {
+                exclude: &req.exclude,
+                fresh_after: now_ms() - self.stale_after.as_millis() as i64,
+                abandoned_before,
+            },
+        );
         let shop = shop_json(&req.shop);
-        for (dist, c) in ranked {
+        while let Some(c) = nearest.next(&self.db).await? {
+            let dist = c.distance_m;
             // An abandoned offer of this rider makes room first.
             sqlx::query("DELETE FROM offers WHERE rider_id = $1 AND expires_at <= $2")
                 .bind(&c.id)

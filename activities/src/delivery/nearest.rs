@@ -1,0 +1,406 @@
+//! The nearest free rider, found through a spatial index that works the same
+//! on SQLite and Postgres: each rider row carries the H3 cell (resolution 8,
+//! cells ~0.74 km², from the `h3o` crate) of its last reported position, and a
+//! partial index over the free riders' cells. The search reads the shop's
+//! cell, then ring after ring around it, ranking what it found by exact
+//! great-circle distance; it hands out a rider only once no rider beyond the
+//! rings read so far could be nearer. Far from any rider (past `MAX_RING`) it
+//! reads every free rider once, so the rules are those of a full scan:
+//! available, no delivery, no live offer, not excluded, not stale.
+
+use crate::db::Db;
+use crate::geo::distance_m;
+use h3o::{CellIndex, LatLng, Resolution};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+pub const RESOLUTION: Resolution = Resolution::Eight;
+/// Rings read one by one before the search gives up on rings and reads the
+/// rest at once: 40 rings of resolution 8 cover well over 15 km.
+const MAX_RING: u32 = 40;
+
+/// The cell of a position, as stored (`riders.cell`); 0 for a position H3
+/// cannot place (not a real latitude/longitude; such riders are only found by
+/// the full read).
+pub fn cell_of(lat: f64, lon: f64) -> i64 {
+    LatLng::new(lat, lon).map_or(0, |p| u64::from(p.to_cell(RESOLUTION)) as i64)
+}
+
+/// Every rider outside the rings `0..=k` around the shop's cell is at least
+/// this far from the shop. Crossing one cell takes at least twice its inner
+/// radius (√3 × edge); the edge is taken at half the mean, which covers the
+/// smallest cells of the grid.
+fn beyond_rings_m(k: u32) -> f64 {
+    f64::from(k) * 3f64.sqrt() * RESOLUTION.edge_length_m() * 0.5
+}
+
+/// The cells at exactly grid distance `k` from `origin`.
+fn ring(origin: CellIndex, k: u32) -> Vec<CellIndex> {
+    let fast: Option<Vec<CellIndex>> = origin.grid_ring_fast(k).collect();
+    fast.unwrap_or_else(|| {
+        // Near a pentagon the fast walk gives up; the safe one does not.
+        origin
+            .grid_disk_distances_safe(k)
+            .filter(|(_, d)| *d == k)
+            .map(|(c, _)| c)
+            .collect()
+    })
+}
+
+/// One rider the search may offer the order to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub id: String,
+    pub distance_m: f64,
+}
+
+/// What makes a rider free for this order.
+pub struct Rules<'a> {
+    pub exclude: &'a [String],
+    /// Riders who last reported their position before this (ms) are stale.
+    pub fresh_after: i64,
+    /// Offers that expired before this (ms) no longer hold their rider.
+    pub abandoned_before: i64,
+}
+
+/// Free riders by distance from one shop, read ring by ring as needed.
+pub struct Nearest<'a> {
+    lat: f64,
+    lon: f64,
+    origin: Option<CellIndex>,
+    rules: Rules<'a>,
+    /// Rings read so far (`None`: none yet); past `MAX_RING`, everything.
+    read: Option<u32>,
+    everything: bool,
+    seen: HashSet<String>,
+    /// Min-heap by (distance in mm, id): ties go to the smaller id.
+    found: BinaryHeap<Reverse<(u64, String)>>,
+}
+
+impl<'a> Nearest<'a> {
+    pub fn new(lat: f64, lon: f64, rules: Rules<'a>) -> Self {
+        Nearest {
+            lat,
+            lon,
+            origin: LatLng::new(lat, lon).ok().map(|p| p.to_cell(RESOLUTION)),
+            rules,
+            read: None,
+            everything: false,
+            seen: HashSet::new(),
+            found: BinaryHeap::new(),
+        }
+    }
+
+    /// The nearest free rider not handed out yet, or None when there is none.
+    pub async fn next(&mut self, db: &Db) -> anyhow::Result<Option<Found>> {
+        loop {
+            let settled = match (&self.found.peek(), self.read) {
+                (Some(Reverse((mm, _))), Some(k)) => {
+                    self.everything || (*mm as f64 / 1000.0) <= beyond_rings_m(k)
+                }
+                (Some(_), None) => self.everything,
+                (None, _) => false,
+            };
+            if settled {
+                let Reverse((mm, id)) = self.found.pop().expect("peeked");
+                return Ok(Some(Found {
+                    id,
+                    distance_m: mm as f64 / 1000.0,
+                }));
+            }
+            if self.everything {
+                return Ok(None);
+            }
+            let next = self.read.map_or(0, |k| k + 1);
+            match self.origin {
+                Some(origin) if next <= MAX_RING => {
+                    let cells = ring(origin, next);
+                    self.load(db, Some(&cells)).await?;
+                    self.read = Some(next);
+                }
+                _ => {
+                    self.load(db, None).await?;
+                    self.everything = true;
+                }
+            }
+        }
+    }
+
+    /// Reads the free riders in `cells` (every free rider when None).
+    async fn load(&mut self, db: &Db, cells: Option<&[CellIndex]>) -> anyhow::Result<()> {
+        let mut sql = String::from(
+            "SELECT id, lat, lon FROM riders
+             WHERE available = 1 AND current_order IS NULL AND located_at > $1
+               AND id NOT IN (SELECT rider_id FROM offers WHERE expires_at > $2)",
+        );
+        if let Some(cells) = cells {
+            if cells.is_empty() {
+                return Ok(());
+            }
+            let list: Vec<String> = (0..cells.len()).map(|i| format!("${}", i + 3)).collect();
+            sql.push_str(&format!(" AND cell IN ({})", list.join(", ")));
+        }
+        let mut q = sqlx::query_as::<_, (String, f64, f64)>(&sql)
+            .bind(self.rules.fresh_after)
+            .bind(self.rules.abandoned_before);
+        for c in cells.unwrap_or_default() {
+            q = q.bind(u64::from(*c) as i64);
+        }
+        for (id, lat, lon) in q.fetch_all(db).await? {
+            if self.rules.exclude.contains(&id) || !self.seen.insert(id.clone()) {
+                continue;
+            }
+            let mm = (distance_m(self.lat, self.lon, lat, lon) * 1000.0).round() as u64;
+            self.found.push(Reverse((mm, id)));
+        }
+        Ok(())
+    }
+}
+
+/// Riders stored before cells existed get theirs (run where the delivery
+/// context starts; cheap when there is nothing to do).
+pub async fn backfill_cells(db: &Db) -> anyhow::Result<u64> {
+    let rows: Vec<(String, f64, f64)> =
+        sqlx::query_as("SELECT id, lat, lon FROM riders WHERE cell = 0")
+            .fetch_all(db)
+            .await?;
+    let mut n = 0;
+    for (id, lat, lon) in rows {
+        let cell = cell_of(lat, lon);
+        if cell != 0 {
+            n += sqlx::query("UPDATE riders SET cell = $1 WHERE id = $2 AND cell = 0")
+                .bind(cell)
+                .bind(&id)
+                .execute(db)
+                .await?
+                .rows_affected();
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseUrl;
+
+    const NOW: i64 = 1_800_000_000_000;
+    const FRESH_AFTER: i64 = NOW - 120_000;
+    const ABANDONED_BEFORE: i64 = NOW - 600_000;
+
+    /// A small deterministic generator: the same riders every run.
+    struct Lcg(u64);
+    impl Lcg {
+        fn unit(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn around(&mut self, lat: f64, lon: f64, spread_deg: f64) -> (f64, f64) {
+            (
+                lat + (self.unit() - 0.5) * 2.0 * spread_deg,
+                lon + (self.unit() - 0.5) * 2.0 * spread_deg,
+            )
+        }
+    }
+
+    struct Rider {
+        id: String,
+        lat: f64,
+        lon: f64,
+        available: bool,
+        busy: bool,
+        located_at: i64,
+        offered: bool,
+    }
+
+    impl Rider {
+        fn free(&self, exclude: &[String]) -> bool {
+            self.available
+                && !self.busy
+                && self.located_at > FRESH_AFTER
+                && !self.offered
+                && !exclude.contains(&self.id)
+        }
+    }
+
+    /// 3,000 riders: most in one city, some across the region, a few far off;
+    /// some unavailable, carrying a delivery, silent too long, or holding an offer.
+    async fn seeded() -> (Db, Vec<Rider>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::SqliteDir(dir.path().display().to_string());
+        let db = crate::db::open(&url, "delivery", &super::super::MIGRATOR)
+            .await
+            .unwrap();
+        let mut g = Lcg(42);
+        let mut riders = Vec::new();
+        for i in 0..3000 {
+            let (lat, lon) = match i % 30 {
+                0 => g.around(35.18, 129.07, 0.3),    // another city
+                1..=8 => g.around(37.55, 127.0, 0.5), // the region
+                _ => g.around(37.50, 127.03, 0.08),   // the city
+            };
+            let roll = g.unit();
+            riders.push(Rider {
+                id: format!("r{i:04}"),
+                lat,
+                lon,
+                available: roll > 0.1,
+                busy: (0.1..0.2).contains(&roll),
+                located_at: if (0.2..0.3).contains(&roll) {
+                    FRESH_AFTER - 1
+                } else {
+                    NOW - 1000
+                },
+                offered: (0.3..0.35).contains(&roll),
+            });
+        }
+        for r in &riders {
+            sqlx::query(
+                "INSERT INTO riders (id, lat, lon, available, current_order, updated_at, cell, located_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&r.id)
+            .bind(r.lat)
+            .bind(r.lon)
+            .bind(i64::from(r.available))
+            .bind(r.busy.then(|| format!("order-of-{}", r.id)))
+            .bind(NOW)
+            .bind(cell_of(r.lat, r.lon))
+            .bind(r.located_at)
+            .execute(&db)
+            .await
+            .unwrap();
+            if r.offered {
+                sqlx::query(
+                    "INSERT INTO offers (order_id, rider_id, shop, distance_m, expires_at)
+                     VALUES ($1, $2, '{}', 0, $3)",
+                )
+                .bind(format!("offer-to-{}", r.id))
+                .bind(&r.id)
+                .bind(NOW + 30_000)
+                .execute(&db)
+                .await
+                .unwrap();
+            }
+        }
+        (db, riders, dir)
+    }
+
+    fn brute_force(
+        riders: &[Rider],
+        lat: f64,
+        lon: f64,
+        exclude: &[String],
+        n: usize,
+    ) -> Vec<String> {
+        let mut all: Vec<(u64, &str)> = riders
+            .iter()
+            .filter(|r| r.free(exclude))
+            .map(|r| {
+                let mm = (distance_m(lat, lon, r.lat, r.lon) * 1000.0).round() as u64;
+                (mm, r.id.as_str())
+            })
+            .collect();
+        all.sort();
+        all.into_iter()
+            .take(n)
+            .map(|(_, id)| id.to_string())
+            .collect()
+    }
+
+    async fn searched(db: &Db, lat: f64, lon: f64, exclude: &[String], n: usize) -> Vec<String> {
+        let mut search = Nearest::new(
+            lat,
+            lon,
+            Rules {
+                exclude,
+                fresh_after: FRESH_AFTER,
+                abandoned_before: ABANDONED_BEFORE,
+            },
+        );
+        let mut out = Vec::new();
+        while out.len() < n {
+            match search.next(db).await.unwrap() {
+                Some(f) => out.push(f.id),
+                None => break,
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_ring_search_ranks_free_riders_exactly_as_a_full_scan_does() {
+        let (db, riders, _dir) = seeded().await;
+        let mut g = Lcg(7);
+        let mut shops: Vec<(f64, f64)> = (0..40).map(|_| g.around(37.50, 127.03, 0.1)).collect();
+        shops.extend((0..10).map(|_| g.around(37.55, 127.0, 0.6)));
+        // Far from everyone: Jeju (found only by the full read) and Busan.
+        shops.push((33.50, 126.53));
+        shops.push((35.18, 129.07));
+        for (i, (lat, lon)) in shops.into_iter().enumerate() {
+            // Some orders have riders who declined or let an offer lapse.
+            let exclude: Vec<String> = brute_force(&riders, lat, lon, &[], 3)
+                .into_iter()
+                .take(i % 3)
+                .collect();
+            let want = brute_force(&riders, lat, lon, &exclude, 5);
+            assert_eq!(want.len(), 5);
+            let got = searched(&db, lat, lon, &exclude, 5).await;
+            assert_eq!(got, want, "shop at {lat},{lon} excluding {exclude:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_free_rider_is_found_once_and_no_other() {
+        let (db, riders, _dir) = seeded().await;
+        let mut got = searched(&db, 37.50, 127.03, &[], usize::MAX).await;
+        let want = brute_force(&riders, 37.50, 127.03, &[], usize::MAX);
+        assert_eq!(got, want);
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), want.len());
+    }
+
+    #[tokio::test]
+    async fn a_rider_silent_too_long_is_not_offered_even_when_nearest() {
+        let (db, _riders, _dir) = seeded().await;
+        let (lat, lon) = (37.6001, 127.1001);
+        for (id, located_at) in [("silent", FRESH_AFTER - 1), ("heard", NOW)] {
+            // The silent rider stands on the shop; the other 100 m away.
+            let lat = if id == "silent" { lat } else { lat + 0.0009 };
+            sqlx::query(
+                "INSERT INTO riders (id, lat, lon, available, current_order, updated_at, cell, located_at)
+                 VALUES ($1, $2, $3, 1, NULL, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(lat)
+            .bind(lon)
+            .bind(NOW)
+            .bind(cell_of(lat, lon))
+            .bind(located_at)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        assert_eq!(searched(&db, lat, lon, &[], 1).await, ["heard"]);
+    }
+
+    #[tokio::test]
+    async fn riders_stored_before_cells_get_theirs() {
+        let (db, _riders, _dir) = seeded().await;
+        sqlx::query("UPDATE riders SET cell = 0 WHERE id IN ('r0011', 'r0012')")
+            .execute(&db)
+            .await
+            .unwrap();
+        assert_eq!(backfill_cells(&db).await.unwrap(), 2);
+        assert_eq!(backfill_cells(&db).await.unwrap(), 0);
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM riders WHERE cell = 0")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
