@@ -72,6 +72,23 @@ function t(key, vars = {}) {
   return s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ''));
 }
 const statusLabel = (s) => DICT[lang]['status_' + s] ?? String(s);
+// The order number people read aloud (B7K-42Q), as the server's
+// baedal_workflows::order_no computes it: the id's first 30 bits in Crockford's base 32.
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+function orderNo(id) {
+  let bits = /^[0-9a-f]{8}/i.test(id) ? parseInt(id.slice(0, 8), 16) : null;
+  if (bits === null) { // not a hex id: its FNV-1a hash, as on the server
+    bits = 0x811c9dc5;
+    for (const b of new TextEncoder().encode(id)) bits = Math.imul(bits ^ b, 0x01000193) >>> 0;
+  }
+  bits = bits >>> 2;
+  let s = '';
+  for (let i = 0; i < 6; i++) s += CROCKFORD[(bits >>> (25 - 5 * i)) & 31];
+  return `${s.slice(0, 3)}-${s.slice(3)}`;
+}
+// "Order B7K-42Q" with the full id beside it, small, for support and receipts.
+const orderTitle = (id) => [`${t('order')} `, h('span', { class: 'order-no', testid: `order-no-${id}` }, orderNo(id)),
+  ' ', h('small', { class: 'order-id' }, id)];
 const won = (n) => t('won', { n: Number(n ?? 0).toLocaleString('en-US') });
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString(lang === 'ko' ? 'ko-KR' : 'en-GB') : '');
 const meters = (m) => (m < 1000 ? `${Math.round(m)} m` : `${(m / 1000).toFixed(1)} km`);
@@ -280,7 +297,7 @@ function shopsView(_, alive) {
     if (!alive() || !r.ok) return;
     syncList(orders, r.data || [], (o) => o.orderId, (o) => h('li', null,
       h('a', { class: 'row-link', href: `#/order/${o.orderId}`, testid: `my-order-${o.orderId}`, 'data-status': o.status },
-        h('span', null, `${t('order')} ${o.orderId} · ${won(o.total)}`), badge(o.status))), t('noOrders'));
+        h('span', { class: 'grow' }, ...orderTitle(o.orderId), ` · ${won(o.total)}`), badge(o.status))), t('noOrders'));
   });
   return h('div', { class: 'stack' }, section(t('shops'), shops), section(t('myOrders'), orders), notificationsPanel(alive));
 }
@@ -392,7 +409,7 @@ function orderView(orderId, alive) {
         'aria-current': i === idx ? 'step' : null }, statusLabel(s))));
     const row = (label, value, testid) => h('div', { class: 'kv', testid }, h('span', null, label), h('span', null, value));
     body.replaceChildren(...[
-      h('h2', null, `${t('order')} ${info.orderId ?? orderId}`),
+      h('h2', null, ...orderTitle(info.orderId ?? orderId)),
       h('p', { class: 'status-line' }, `${t('status')}: `, badge(st, 'order-status')),
       TERMINAL.has(st) && st !== 'DELIVERED' ? null : steps,
       info.reason ? row(t('reason'), info.reason, 'order-reason') : null,
@@ -504,7 +521,7 @@ function ownerView(_, alive) {
         onclick: (e) => act(e.target, `/shop/orders/${id}/ready`) }, t('markReady')));
     }
     return h('li', { class: 'order', testid: `owner-order-${id}`, 'data-status': o.status },
-      h('div', { class: 'order-head' }, h('strong', null, `${t('order')} ${id}`), badge(o.status, `owner-order-status-${id}`)),
+      h('div', { class: 'order-head' }, h('strong', null, ...orderTitle(id)), badge(o.status, `owner-order-status-${id}`)),
       kv(t('items'), itemsText(o.items)), kv(t('total'), won(o.total)), kv(t('address'), addrText(o.address)),
       o.readyAt ? kv(t('readyAt'), time(o.readyAt), `owner-ready-at-${id}`) : null,
       o.reason ? kv(t('reason'), o.reason, `owner-reason-${id}`) : null, actions);
@@ -587,7 +604,7 @@ function riderView(_, alive) {
     refresh();
   }
   const offerCard = (o) => h('li', { class: 'order', testid: `rider-offer-${o.orderId}`, 'data-order': o.orderId },
-    h('div', { class: 'order-head' }, h('strong', null, `${t('order')} ${o.orderId}`),
+    h('div', { class: 'order-head' }, h('strong', null, ...orderTitle(o.orderId)),
       h('span', { class: 'countdown', 'data-expires': o.expiresAt, testid: `offer-countdown-${o.orderId}` })),
     kv(t('shop'), o.shop?.name ?? ''), kv(t('distance'), meters(o.distanceM), `offer-distance-${o.orderId}`),
     h('div', { class: 'buttons' },
@@ -596,7 +613,7 @@ function riderView(_, alive) {
       h('button', { type: 'button', class: 'ghost big', testid: `offer-decline-${o.orderId}`,
         onclick: (e) => act(e.target, `/rider/offers/${o.orderId}/decline`) }, t('decline'))));
   const deliveryCard = (d) => h('li', { class: 'order', testid: `delivery-${d.orderId}`, 'data-status': d.status },
-    h('div', { class: 'order-head' }, h('strong', null, `${t('order')} ${d.orderId}`), badge(d.status, `delivery-status-${d.orderId}`)),
+    h('div', { class: 'order-head' }, h('strong', null, ...orderTitle(d.orderId)), badge(d.status, `delivery-status-${d.orderId}`)),
     kv(t('shop'), d.shop?.name ?? ''), kv(t('deliverTo'), addrText(d.address)),
     d.readyAt ? kv(t('readyAt'), time(d.readyAt)) : null,
     d.status === 'DELIVERY_STARTED' ? h('button', { type: 'button', class: 'primary big', testid: `pickup-${d.orderId}`,

@@ -33,7 +33,21 @@ after(async () => {
 });
 
 const tid = (id) => `[data-testid="${id}"]`;
-const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, name), fullPage: true });
+// Every screenshot first checks the page fits its width: nothing may stick out
+// sideways (at 375 px, a phone).
+async function shot(page, name) {
+  const over = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(over <= 0, `${name}: the page is ${over}px wider than its ${page.viewportSize().width}px viewport`);
+  // Nor out of its card: every element ends inside the card that holds it.
+  const outside = await page.evaluate(() => [...document.querySelectorAll('.card')].flatMap((card) => {
+    const edge = card.getBoundingClientRect().right;
+    return [...card.querySelectorAll('*')]
+      .filter((el) => el.getClientRects().length && el.getBoundingClientRect().right > edge + 0.5)
+      .map((el) => `${el.tagName.toLowerCase()}.${el.className || ''} "${el.textContent.slice(0, 40)}"`);
+  }));
+  assert.deepEqual(outside, [], `${name}: sticks out of its card`);
+  await page.screenshot({ path: path.join(SHOTS, name), fullPage: true });
+}
 
 async function login(username, viewport = PHONE, options = {}) {
   const ctx = await browser.newContext({ viewport, ...options });
@@ -153,8 +167,17 @@ test('order, accept, ready, rider delivers; customer page follows live to DELIVE
   assert.match(await customer.locator(tid('step-DELIVERED')).getAttribute('class'), /current/);
   const seen = await customer.locator(`${tid('order-history')} [data-status]`).evaluateAll((els) => els.map((e) => e.dataset.status));
   for (const s of ['PAID', 'ACCEPTED', 'DELIVERY_STARTED', 'PICKED_UP', 'DELIVERED']) assert.ok(seen.includes(s), `history has ${s}: ${seen}`);
-  await customer.locator(`${tid('notifications')} [data-status="DELIVERED"][data-order="${orderId}"]`).first().waitFor({ timeout: WAIT });
+  const delivered = customer.locator(`${tid('notifications')} [data-status="DELIVERED"][data-order="${orderId}"]`).first();
+  await delivered.waitFor({ timeout: WAIT });
+  // The order number on the page is the one the notification (written by the server) names.
+  const no = await customer.locator(tid(`order-no-${orderId}`)).first().textContent();
+  assert.match(no, /^[0-9A-HJKMNP-TV-Z]{3}-[0-9A-HJKMNP-TV-Z]{3}$/);
+  assert.ok((await delivered.textContent()).includes(no), `notification names ${no}`);
   await shot(customer, 'customer-delivered.png');
+  // Every role's page at phone width.
+  await owner.setViewportSize(PHONE);
+  await shot(owner, 'owner-phone.png');
+  await shot(rider, 'rider-delivered.png');
   assert.deepEqual(pageErrors, []);
 });
 

@@ -60,6 +60,45 @@ pub fn workflow_id(order_id: &str) -> String {
     format!("order-{order_id}")
 }
 
+/// The order number people read aloud (`B7K-42Q`): the first 30 bits of the
+/// order id in Crockford's base 32 (no I, L, O or U to misread). A handle beside
+/// the id, not a key: two orders may share one. The web pages compute the same
+/// (`orderNo` in api/web/app.js).
+pub fn order_no(order_id: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let head = order_id.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok());
+    let bits = head.unwrap_or_else(|| {
+        // Not a hex id: its FNV-1a hash instead.
+        order_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        })
+    }) >> 2;
+    let chars: Vec<char> = (0..6)
+        .map(|i| ALPHABET[((bits >> (25 - 5 * i)) & 31) as usize] as char)
+        .collect();
+    format!(
+        "{}-{}",
+        chars[..3].iter().collect::<String>(),
+        chars[3..].iter().collect::<String>()
+    )
+}
+
+#[cfg(test)]
+mod order_no_tests {
+    use super::order_no;
+
+    #[test]
+    fn an_order_number_is_six_readable_characters_from_the_id() {
+        assert_eq!(order_no("00000000aaaa"), "000-000");
+        assert_eq!(order_no("ffffffffaaaa"), "ZZZ-ZZZ");
+        // 0x1234abcd >> 2 = 0x048d2af3: 00010 01000 11010 01010 10111 10011
+        assert_eq!(order_no("1234abcd9f0e4c5aa1b2c3d4e5f60718"), "28T-AQK");
+        let n = order_no("not-hex-at-all");
+        assert_eq!(n.len(), 7);
+        assert!(n.chars().all(|c| c == '-' || "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c)));
+    }
+}
+
 /// Search attributes kept current on every transition so operators can filter
 /// orders in the Temporal Web UI.
 pub mod search {

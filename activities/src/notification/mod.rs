@@ -40,8 +40,8 @@ pub fn message(o: &OrderSnapshot, status: OrderStatus) -> String {
         OrderStatus::Accepted => match o.ready_at {
             Some(t) => format!(
                 "가게가 주문을 수락했습니다. 조리 완료 예정 {}. Accepted, ready at {}.",
-                rfc3339(t),
-                rfc3339(t)
+                korean_clock(t),
+                english_clock(t)
             ),
             None => "가게가 주문을 수락했습니다. Accepted.".to_string(),
         },
@@ -58,11 +58,30 @@ pub fn message(o: &OrderSnapshot, status: OrderStatus) -> String {
             o.reason.as_deref().unwrap_or("-")
         ),
     };
-    format!("[배달 baedal] {shop} #{}: {what}", short_id(&o.order_id))
+    format!("[배달 baedal] {shop} {}: {what}", baedal_workflows::order_no(&o.order_id))
 }
 
-fn short_id(id: &str) -> &str {
-    &id[..id.len().min(8)]
+/// Hours and minutes of `ms` in Korea's time (UTC+9 all year: no daylight
+/// saving), where every customer, owner and rider of the service is.
+fn kst_hm(ms: i64) -> (i64, i64) {
+    let minutes = (ms.div_euclid(60_000) + 9 * 60).rem_euclid(24 * 60);
+    (minutes / 60, minutes % 60)
+}
+
+/// `오후 7:05` — as a Korean reader says the time.
+fn korean_clock(ms: i64) -> String {
+    let (h, m) = kst_hm(ms);
+    let half = if h < 12 { "오전" } else { "오후" };
+    let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+    format!("{half} {h12}:{m:02}")
+}
+
+/// `7:05 PM KST` — as an English reader says it.
+fn english_clock(ms: i64) -> String {
+    let (h, m) = kst_hm(ms);
+    let half = if h < 12 { "AM" } else { "PM" };
+    let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+    format!("{h12}:{m:02} {half} KST")
 }
 
 fn format_krw(v: i64) -> String {
@@ -259,7 +278,21 @@ pub async fn run_relay(db: Db, url: String, stop: tokio::sync::watch::Receiver<b
 
 #[cfg(test)]
 mod tests {
-    use super::format_krw;
+    use super::{english_clock, format_krw, korean_clock};
+
+    #[test]
+    fn times_read_as_people_in_korea_say_them() {
+        // 2025-11-25T19:00:52Z is 04:00 the next morning in Seoul.
+        let t = 1_764_097_252_076;
+        assert_eq!(korean_clock(t), "오전 4:00");
+        assert_eq!(english_clock(t), "4:00 AM KST");
+        // 03:05Z is 12:05 in Seoul: noon is PM, and 12, not 0.
+        let noon = 1_764_039_900_000;
+        assert_eq!(korean_clock(noon), "오후 12:05");
+        assert_eq!(english_clock(noon), "12:05 PM KST");
+        // 15:30Z is 00:30 in Seoul: midnight reads 12 AM.
+        assert_eq!(english_clock(1_764_084_600_000), "12:30 AM KST");
+    }
 
     #[test]
     fn won_amounts_group_thousands() {
