@@ -8,6 +8,7 @@ pub mod codec;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 mod orders;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub cipher: Arc<baedal_worker::codec::PayloadCipher>,
     /// The counters `GET /metrics` serves.
     pub metrics: Arc<metrics::Metrics>,
+    /// Wakes the event streams of orders that changed (one poller per process).
+    pub live: Arc<live::Live>,
 }
 
 impl AppState {
@@ -125,6 +128,12 @@ impl AppState {
         // Made now, so the first login of an unknown name takes no longer than any.
         tokio::task::spawn_blocking(identity::stand_in_hash).await?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let metrics = Arc::new(metrics::Metrics::new());
+        let live = live::Live::start(
+            dbs.order.clone(),
+            metrics.live_polls.clone(),
+            metrics.stream_reads.clone(),
+        );
         Ok(AppState {
             throttles: Arc::new(throttle::Throttles::new(&cfg)),
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
@@ -135,7 +144,8 @@ impl AppState {
             dbs,
             breaker,
             keys,
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics,
+            live,
         })
     }
 }

@@ -12,7 +12,10 @@
 //! - `baedal_breaker_state` (0 closed, 1 half open, 2 open),
 //!   `baedal_breaker_refused_total`, `baedal_breaker_transitions_total{to}`:
 //!   the payment breaker as this process sees it;
-//! - `baedal_refunds_awaiting_operator`: refunds the gateway refused for good.
+//! - `baedal_refunds_awaiting_operator`: refunds the gateway refused for good;
+//! - `baedal_live_polls_total`, `baedal_event_stream_reads_total`: what the
+//!   event streams cost the order store (one poller per process, one read per
+//!   stream per change of its order).
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
@@ -56,6 +59,9 @@ pub struct Metrics {
     breaker_refused: IntCounter,
     breaker_transitions: IntCounterVec,
     refunds_awaiting_operator: IntGauge,
+    /// What the event streams cost the order store (see live.rs).
+    pub live_polls: IntCounter,
+    pub stream_reads: IntCounter,
     /// Held while the breaker's counters are copied in: two scrapes at once
     /// must not both add the same difference.
     mirroring: std::sync::Mutex<()>,
@@ -116,8 +122,20 @@ impl Metrics {
             "Refunds the gateway refused for good, each waiting for an operator",
         )
         .unwrap();
+        let live_polls = IntCounter::new(
+            "baedal_live_polls_total",
+            "Queries of the one poller that wakes this process's event streams",
+        )
+        .unwrap();
+        let stream_reads = IntCounter::new(
+            "baedal_event_stream_reads_total",
+            "Orders read by event streams, each after a change of its order",
+        )
+        .unwrap();
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(live_polls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(stream_reads.clone()),
+            Box::new(requests.clone()),
             Box::new(durations.clone()),
             Box::new(throttled.clone()),
             Box::new(streams_open.clone()),
@@ -138,6 +156,8 @@ impl Metrics {
             breaker_refused,
             breaker_transitions,
             refunds_awaiting_operator,
+            live_polls,
+            stream_reads,
             mirroring: std::sync::Mutex::new(()),
         }
     }

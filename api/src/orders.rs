@@ -622,7 +622,11 @@ pub async fn events(
         )
     })?;
     let lifetime = st.cfg.sse_max_lifetime;
-    let db = st.dbs.order.clone();
+    // Woken by the process's one poller when this order changes (live.rs): an
+    // idle stream reads nothing. Following starts before the first send, and the
+    // poller looks back, so a change made since the read above still wakes it.
+    let mut following = st.live.follow(&id);
+    let live = st.live.clone();
     let stream = async_stream(move |tx| async move {
         // Held while the stream lives: the caps count it.
         let _slot = slot;
@@ -632,8 +636,8 @@ pub async fn events(
         loop {
             let doc = match first.take() {
                 Some(d) => d,
-                None => match order::find(&db, &id).await {
-                    Ok(Some((_, d))) => d,
+                None => match live.read(&id).await {
+                    Ok(Some(d)) => d,
                     _ => return,
                 },
             };
@@ -653,11 +657,18 @@ pub async fn events(
             }
             // A final order has nothing more to send, whatever the client resumed from;
             // a stream that reached its lifetime ends (the client resumes by its id).
-            if terminal(&doc["status"]) || tx.is_closed() || tokio::time::Instant::now() >= ends_at
-            {
+            if terminal(&doc["status"]) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::select! {
+                changed = following.changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep_until(ends_at) => return,
+            }
         }
     });
     Ok(Sse::new(stream)

@@ -137,6 +137,11 @@ async fn offline_state() -> AppState {
         hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         streams: baedal_api::streams::StreamSlots::new(1, 1),
         cipher: Arc::new(baedal_worker::codec::PayloadCipher::new(&[1u8; 32])),
+        live: baedal_api::live::Live::start(
+            dbs.order.clone(),
+            prometheus::IntCounter::new("polls", "polls").unwrap(),
+            prometheus::IntCounter::new("reads", "reads").unwrap(),
+        ),
         metrics: Default::default(),
         cfg: Arc::new(cfg),
         temporal,

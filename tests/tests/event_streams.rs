@@ -160,7 +160,75 @@ async fn a_ticket_opens_its_orders_stream_and_nothing_else(postgres: bool) {
     assert_eq!(code, 404);
 }
 
+/// (poller queries, stream reads) so far, from the gateway's `GET /metrics`.
+async fn store_costs(s: &Stack) -> (u64, u64) {
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
+    };
+    (
+        value("baedal_live_polls_total"),
+        value("baedal_event_stream_reads_total"),
+    )
+}
+
+/// Waits until the process's poller has asked the store `n` more times.
+async fn polls_go_by(s: &Stack, n: u64) {
+    let (from, _) = store_costs(s).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store_costs(s).await.0 < from + n {
+        assert!(std::time::Instant::now() < deadline, "the poller stopped");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn idle_streams_read_nothing_and_a_change_costs_one_read_per_stream(postgres: bool) {
+    const STREAMS: usize = 20;
+    let s = spawn_stack_with(on_store(
+        postgres,
+        with_env(&[("SSE_STREAMS_PER_USER", "20")]),
+    ))
+    .await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let id = s.place(&customer).await;
+    s.owner_sees(&id, &owner).await;
+    let path = format!("/api/orders/{id}/events");
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let mut rx = follow(&s, &path, &customer).await;
+        assert_eq!(next_event(&mut rx).await.unwrap()["status"], "PAID");
+        streams.push(rx);
+    }
+    // Past the poller's look-back, the streams sit idle: the one poller asks
+    // the store what changed; no stream reads its order.
+    polls_go_by(&s, 25).await;
+    let (_, before) = store_costs(&s).await;
+    polls_go_by(&s, 20).await;
+    let (_, idle) = store_costs(&s).await;
+    assert_eq!(idle, before, "idle streams read the store");
+    // A change wakes every stream of the order, each reading it once.
+    s.accept(&id, &owner, 10).await;
+    for rx in &mut streams {
+        assert_eq!(next_event(rx).await.unwrap()["status"], "ACCEPTED");
+    }
+    polls_go_by(&s, 25).await;
+    let (_, after) = store_costs(&s).await;
+    assert_eq!(after - idle, STREAMS as u64, "reads for one change");
+}
+
 on_both_stores!(
+    idle_streams_read_nothing_and_a_change_costs_one_read_per_stream,
     a_user_holds_at_most_so_many_streams_and_a_closed_one_frees_its_place,
     a_resumed_stream_ends_at_the_final_status_whatever_id_it_resumed_from,
     a_stream_ends_after_its_lifetime_and_resumes_where_it_ended,

@@ -80,10 +80,10 @@ where
 {
     let placed_at = order.history.first().map_or(0, |h| h.at);
     sqlx::query(
-        "INSERT INTO order_info (order_id, customer_id, shop_id, status, doc, version, placed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO order_info (order_id, customer_id, shop_id, status, doc, version, placed_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
-             version = excluded.version
+             version = excluded.version, updated_at = excluded.updated_at
          WHERE order_info.version < excluded.version",
     )
     .bind(&order.order_id)
@@ -93,9 +93,27 @@ where
     .bind(order_info(order).to_string())
     .bind(order.version as i64)
     .bind(placed_at)
+    .bind(crate::time::now_ms())
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Orders whose view changed at or after `since` (ms), oldest change first:
+/// (order id, version, changed at).
+pub async fn changed_since(
+    db: &Db,
+    since: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<(String, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT order_id, version, updated_at FROM order_info
+         WHERE updated_at >= $1 ORDER BY updated_at LIMIT $2",
+    )
+    .bind(since)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
 }
 
 /// Records one version of an order: the customer's view and the change's
