@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod live;
+mod map;
 pub mod metrics;
 pub mod openapi;
 mod orders;
@@ -169,6 +170,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(no_store(routes!(orders::events)))
         .routes(no_store(routes!(orders::ticket)))
         .routes(no_store(routes!(orders::live)))
+        .routes(no_store(routes!(map::order_map)))
         .routes(no_store(routes!(orders::cancel)))
         .routes(no_store(routes!(shop_orders::list)))
         .routes(no_store(routes!(shop_orders::accept)))

@@ -19,7 +19,7 @@ const DICT = {
     cookMinutes: '조리 시간(분)', accept: '접수', reject: '거절', rejectReason: '거절 사유',
     markReady: '조리 완료', cookRange: '조리 시간은 1~180분 사이로 입력하세요.',
     reasonRequired: '거절 사유를 입력하세요.',
-    myLocation: '내 위치', available: '배달 가능', saveLocation: '위치 저장', locationSaved: '위치를 저장했습니다.', useMyPosition: '현재 위치 사용', positionUnavailable: '현재 위치를 알 수 없습니다. 직접 입력하세요.',
+    myLocation: '내 위치', available: '배달 가능', saveLocation: '위치 저장', locationSaved: '위치를 저장했습니다.', useMyPosition: '현재 위치 사용', map: '지도', you: '나', positionUnavailable: '현재 위치를 알 수 없습니다. 직접 입력하세요.',
     offers: '배차 요청', noOffers: '배차 요청이 없습니다.', distance: '거리', expiresIn: '남은 시간 {s}초',
     expired: '만료됨', decline: '거절', assigned: '배차가 확정되었습니다.',
     deliveries: '내 배달', noDeliveries: '배달이 없습니다.', shop: '가게', pickup: '픽업 완료',
@@ -48,7 +48,7 @@ const DICT = {
     cookMinutes: 'Cooking minutes', accept: 'Accept', reject: 'Reject', rejectReason: 'Reason for rejecting',
     markReady: 'Mark ready', cookRange: 'Cooking time must be 1 to 180 minutes.',
     reasonRequired: 'Please enter a reason.',
-    myLocation: 'My location', available: 'Available', saveLocation: 'Save location', locationSaved: 'Location saved.', useMyPosition: 'Use my position', positionUnavailable: 'Your position is not available; enter it by hand.',
+    myLocation: 'My location', available: 'Available', saveLocation: 'Save location', locationSaved: 'Location saved.', useMyPosition: 'Use my position', map: 'Map', you: 'you', positionUnavailable: 'Your position is not available; enter it by hand.',
     offers: 'Offers', noOffers: 'No offers.', distance: 'Distance', expiresIn: '{s}s left',
     expired: 'Expired', decline: 'Decline', assigned: 'Delivery assigned to you.',
     deliveries: 'My deliveries', noDeliveries: 'No deliveries.', shop: 'Shop', pickup: 'Picked up',
@@ -92,6 +92,70 @@ const orderTitle = (id) => [`${t('order')} `, h('span', { class: 'order-no', tes
 const won = (n) => t('won', { n: Number(n ?? 0).toLocaleString('en-US') });
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString(lang === 'ko' ? 'ko-KR' : 'en-GB') : '');
 const meters = (m) => (m < 1000 ? `${Math.round(m)} m` : `${(m / 1000).toFixed(1)} km`);
+
+// ---------------------------------------------------------------- order map
+// The shop, the delivery address and the rider, drawn by the page itself (no
+// map tiles, nothing from outside): an equirectangular sketch, north up, with
+// the distances the server measured along the great circle.
+const SVG_NS = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, ...kids) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v != null) el.setAttribute(k, v);
+  for (const c of kids.flat()) if (c != null) el.append(c);
+  return el;
+}
+function drawMap(m) {
+  const W = 320, H = 180, PAD = 28;
+  const spots = [
+    { role: 'shop', label: t('shop'), lat: m.shop.lat, lon: m.shop.lon },
+    { role: 'customer', label: t('deliverTo'), lat: m.customer.lat, lon: m.customer.lon },
+    m.rider ? { role: 'rider', label: t('rider'), lat: m.rider.lat, lon: m.rider.lon } : null,
+  ].filter(Boolean);
+  const kx = Math.cos((spots.reduce((a, p) => a + p.lat, 0) / spots.length) * Math.PI / 180);
+  const xs = spots.map((p) => p.lon * kx), ys = spots.map((p) => -p.lat);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const span = Math.max(x1 - x0, y1 - y0, 0.002); // at least ~200 m across
+  const scale = Math.min((W - 2 * PAD) / Math.max(x1 - x0, span / 2), (H - 2 * PAD) / Math.max(y1 - y0, span / 2));
+  const at = (p) => [W / 2 + (p.lon * kx - (x0 + x1) / 2) * scale, H / 2 + (-p.lat - (y0 + y1) / 2) * scale];
+  const line = (a, b, cls) => { const [ax, ay] = at(a), [bx, by] = at(b); return svg('line', { x1: ax, y1: ay, x2: bx, y2: by, class: cls }); };
+  const [shop, customer, rider] = spots;
+  const picture = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': t('map') },
+    line(shop, customer, 'route'),
+    rider ? line(rider, shop, 'route rider-route') : null,
+    spots.map((p) => {
+      const [x, y] = at(p);
+      return svg('g', { class: `spot spot-${p.role}`, 'data-role': p.role },
+        svg('circle', { cx: x, cy: y, r: 7 }),
+        // Labels above (shop), below (address) and beside (rider) their dots: places
+        // that coincide (a rider at the shop's door) still show every name.
+        p.role === 'rider'
+          ? svg('text', { x: x + 11, y: y + 4, 'text-anchor': 'start' }, p.label)
+          : svg('text', { x, y: p.role === 'customer' ? y + 20 : y - 11, 'text-anchor': 'middle' }, p.label));
+    }));
+  const parts = [`${t('shop')} → ${t('deliverTo')} ${meters(m.shopToCustomerM)}`];
+  if (m.riderToShopM != null) parts.push(`${t('rider')} → ${t('shop')} ${meters(m.riderToShopM)}`);
+  if (m.riderToCustomerM != null) parts.push(`${t('rider')} → ${t('deliverTo')} ${meters(m.riderToCustomerM)}`);
+  return [picture, h('p', { class: 'map-distances' }, parts.join(' · '))];
+}
+// A map of one order that keeps itself current (every 5 s) while it is on the page.
+function orderMap(orderId, alive) {
+  const box = h('div', { class: 'map', testid: `map-${orderId}` });
+  let timer = null;
+  const load = async () => {
+    if (!alive() || (timer && !box.isConnected)) { clearInterval(timer); return; }
+    try {
+      const res = await fetch(`/api/orders/${encodeURIComponent(orderId)}/map`, {
+        headers: { Accept: 'application/json', Authorization: `Bearer ${session?.token}` } });
+      if (!res.ok) return; // a map is a nicety: no error message for it
+      const m = await res.json();
+      if (alive()) { box.replaceChildren(...drawMap(m)); box.dataset.rider = m.rider ? 'shown' : 'none'; }
+    } catch { /* offline for a moment: the next round draws it */ }
+  };
+  load();
+  timer = setInterval(load, 5000);
+  cleanups.push(() => clearInterval(timer));
+  return box;
+}
 
 // ---------------------------------------------------------------- DOM helpers
 function h(tag, attrs, ...kids) {
@@ -469,7 +533,7 @@ function orderView(orderId, alive) {
   });
 
   return h('div', { class: 'stack' }, h('a', { href: '#/shops', class: 'back', testid: 'back-to-shops' }, t('back')),
-    body, notificationsPanel(alive));
+    body, section(t('map'), orderMap(orderId, alive)), notificationsPanel(alive));
 }
 
 // ---------------------------------------------------------------- owner
@@ -524,7 +588,15 @@ function ownerView(_, alive) {
       h('div', { class: 'order-head' }, h('strong', null, ...orderTitle(id)), badge(o.status, `owner-order-status-${id}`)),
       kv(t('items'), itemsText(o.items)), kv(t('total'), won(o.total)), kv(t('address'), addrText(o.address)),
       o.readyAt ? kv(t('readyAt'), time(o.readyAt), `owner-ready-at-${id}`) : null,
-      o.reason ? kv(t('reason'), o.reason, `owner-reason-${id}`) : null, actions);
+      o.reason ? kv(t('reason'), o.reason, `owner-reason-${id}`) : null, actions,
+      ownerMapToggle(id));
+  }
+  function ownerMapToggle(id) {
+    const details = h('details', { class: 'map-toggle', testid: `owner-map-${id}` }, h('summary', null, t('map')));
+    details.addEventListener('toggle', () => {
+      if (details.open && details.children.length === 1) details.append(orderMap(id, alive));
+    }, { once: false });
+    return details;
   }
 
   every(1000, refresh);
@@ -615,6 +687,7 @@ function riderView(_, alive) {
   const deliveryCard = (d) => h('li', { class: 'order', testid: `delivery-${d.orderId}`, 'data-status': d.status },
     h('div', { class: 'order-head' }, h('strong', null, ...orderTitle(d.orderId)), badge(d.status, `delivery-status-${d.orderId}`)),
     kv(t('shop'), d.shop?.name ?? ''), kv(t('deliverTo'), addrText(d.address)),
+    TERMINAL.has(d.status) ? null : orderMap(d.orderId, alive),
     d.readyAt ? kv(t('readyAt'), time(d.readyAt)) : null,
     d.status === 'DELIVERY_STARTED' ? h('button', { type: 'button', class: 'primary big', testid: `pickup-${d.orderId}`,
       onclick: (e) => act(e.target, `/rider/deliveries/${d.orderId}/pickup`) }, t('pickup')) : null,

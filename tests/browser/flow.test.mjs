@@ -156,6 +156,17 @@ test('order, accept, ready, rider delivers; customer page follows live to DELIVE
 
   await rider.locator(tid(`pickup-${orderId}`)).click({ timeout: WAIT });
   await statusIs(customer, 'order-status', 'PICKED_UP');
+  // Each role's page draws the order's map: shop, delivery address and, while
+  // the rider carries it, the rider, with the distances.
+  for (const page of [customer, rider]) {
+    await page.locator(`${tid(`map-${orderId}`)}[data-rider="shown"]`).waitFor({ timeout: WAIT });
+    const roles = await page.locator(`${tid(`map-${orderId}`)} [data-role]`).evaluateAll((els) => els.map((e) => e.dataset.role));
+    assert.deepEqual(roles.sort(), ['customer', 'rider', 'shop']);
+    assert.match(await page.locator(`${tid(`map-${orderId}`)} .map-distances`).textContent(), /\d+(\.\d)? k?m/);
+  }
+  await owner.locator(`${tid(`owner-map-${orderId}`)} summary`).click();
+  await owner.locator(`${tid(`map-${orderId}`)}[data-rider="shown"]`).waitFor({ timeout: WAIT });
+  await shot(customer, 'customer-map.png');
   await rider.locator(tid(`complete-${orderId}`)).waitFor({ timeout: WAIT });
   await shot(rider, 'rider.png');
   await rider.click(tid(`complete-${orderId}`));

@@ -376,3 +376,13 @@ pub async fn view_version(db: &Db, order_id: &str) -> anyhow::Result<Option<i64>
 fn shop_json(s: &ShopRef) -> String {
     json!({"id": s.id, "name": s.name, "lat": s.lat, "lon": s.lon}).to_string()
 }
+
+/// Where a rider last reported being: (lat, lon, when in ms).
+pub async fn rider_position(db: &Db, rider: &str) -> anyhow::Result<Option<(f64, f64, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT lat, lon, located_at FROM riders WHERE id = $1")
+            .bind(rider)
+            .fetch_optional(db)
+            .await?,
+    )
+}
