@@ -58,6 +58,7 @@ const CONTRACT: &[(&str, &str, Access)] = &[
     ("GET", "/api/notifications", Bearer),
     // Operator views.
     ("GET", "/api/orders/{id}/live", Bearer),
+    ("GET", "/api/orders/{id}/map", Bearer),
     // Operators' breaker counters, served without a token like health: they say
     // nothing about any customer, shop or rider.
     ("GET", "/api/metrics", Public),
