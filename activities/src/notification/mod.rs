@@ -58,7 +58,10 @@ pub fn message(o: &OrderSnapshot, status: OrderStatus) -> String {
             o.reason.as_deref().unwrap_or("-")
         ),
     };
-    format!("[배달 baedal] {shop} {}: {what}", baedal_workflows::order_no(&o.order_id))
+    format!(
+        "[배달 baedal] {shop} {}: {what}",
+        baedal_workflows::order_no(&o.order_id)
+    )
 }
 
 /// Hours and minutes of `ms` in Korea's time (UTC+9 all year: no daylight
