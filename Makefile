@@ -3,10 +3,10 @@
 up:            ## build and run everything (web on :8080, Temporal Web UI on :8233)
 	bash scripts/up.sh
 
-test:          ## every test: unit, end-to-end, replay, browser, benchmark smoke
+test:          ## every test: unit, end-to-end, replay, browser, benchmark smokes (one process, scaled)
 	bash scripts/test.sh
 
-bench:         ## the benchmark (figures in BENCHMARKS.md)
+bench:         ## the benchmark (figures in BENCHMARKS.md); BENCH_TOPOLOGY=scaled: 2 APIs, 2 workers per context on Postgres, one of each killed midway
 	bash scripts/bench.sh
 
 fuzz:          ## schemathesis over /api/openapi.json as a customer: no 5xx, no undocumented status

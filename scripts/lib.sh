@@ -182,6 +182,118 @@ start_stack() {
   WORKER_PID=$SPAWNED
 }
 
+# start_scaled_stack <bin-dir> <api-port> <metrics-port> <log-dir>: the scaled
+# topology, every process on 127.0.0.1 and of its own: the payment gateway
+# simulator on PAYSIM_ADDR, two baedal-api (on api-port and api-port + 1, the
+# second started once the first has seeded the demo data) and two
+# baedal-worker for each context (metrics on metrics-port, metrics-port + 1,
+# ...). Every process shares the environment: DATABASE_URL (Postgres: one
+# schema per context), NATS_URL, TEMPORAL_ADDRESS, PAYLOAD_KEY_FILE and
+# AUTH_SIGNING_KEY_FILE must be set. Logs go to <log-dir>/<name>.log.
+# Exports PAYMENT_GATEWAY_URL, PAYSIM_PID, SCALED_URLS (the APIs' base URLs),
+# SCALED_PIDS (name=pid: api.1, api.2, workers.<context>.<n>) and
+# SCALED_METRICS (workers.<context>.<n>=host:port).
+start_scaled_stack() {
+  local bin=$1 api_port=$2 metrics_port=$3 logs=$4 i context name addr
+  mkdir -p "$logs"
+  export PAYSIM_ADDR=${PAYSIM_ADDR:-127.0.0.1:8090}
+  spawn "$bin/baedal-paysim" >"$logs/paysim.log" 2>&1; PAYSIM_PID=$SPAWNED
+  export PAYMENT_GATEWAY_URL="http://$PAYSIM_ADDR"
+  wait_http "$PAYMENT_GATEWAY_URL/health"
+  SCALED_URLS= SCALED_PIDS= SCALED_METRICS=
+  for i in 1 2; do
+    addr=127.0.0.1:$((api_port + i - 1))
+    HTTP_ADDR=$addr spawn "$bin/baedal-api" >"$logs/api.$i.log" 2>&1
+    wait_http "http://$addr/api/health" 120
+    SCALED_URLS+="${SCALED_URLS:+,}http://$addr"
+    SCALED_PIDS+="${SCALED_PIDS:+,}api.$i=$SPAWNED"
+  done
+  for context in order payment shop delivery notification; do
+    for i in 1 2; do
+      name=workers.$context.$i
+      addr=127.0.0.1:$metrics_port
+      metrics_port=$((metrics_port + 1))
+      METRICS_ADDR=$addr spawn "$bin/baedal-worker" --context "$context" >"$logs/$name.log" 2>&1
+      SCALED_PIDS+=",$name=$SPAWNED"
+      SCALED_METRICS+="${SCALED_METRICS:+,}$name=$addr"
+    done
+  done
+  # A worker serves its metrics once it has started; each is up when they answer.
+  for addr in $(tr ',' '\n' <<<"$SCALED_METRICS" | cut -d= -f2); do
+    wait_http "http://$addr/metrics" 120
+  done
+  export SCALED_URLS SCALED_PIDS SCALED_METRICS
+}
+
+# Exports PSQL_BIN: psql, Postgres's client (Debian: postgresql-client, installed
+# as root when missing).
+ensure_psql() {
+  if ! command -v psql >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian's postgresql-client (psql)"
+    apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null || true
+    hash -r
+  fi
+  command -v psql >/dev/null || { log "psql not found: install postgresql-client"; return 1; }
+  PSQL_BIN=$(command -v psql)
+  export PSQL_BIN
+}
+
+# start_postgres_cluster <dir> <port> <max-connections>: a throwaway Postgres
+# server of its own (Debian's /usr/lib/postgresql/<version>/bin), its data in
+# <dir>, on 127.0.0.1:<port>, user postgres without a password; run as the
+# postgres OS user when this runs as root (Postgres refuses root). Exports
+# PG_CLUSTER_DIR; stop_postgres_cluster stops it.
+start_postgres_cluster() {
+  local dir=$1 port=$2 max=$3 bindir as=()
+  bindir=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1)")
+  [ -x "$bindir/initdb" ] || bindir=$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent)")
+  [ -x "$bindir/initdb" ] || { log "initdb not found: install Debian's postgresql"; return 1; }
+  if listening "$port"; then log "something already listens on 127.0.0.1:$port; stop it first"; return 1; fi
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
+    { log "initdb failed; see $dir/initdb.log"; return 1; }
+  "${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=$max" >/dev/null ||
+    { log "Postgres did not start; see $dir/server.log"; return 1; }
+  PG_CLUSTER_DIR=$dir PG_CLUSTER_CTL=("${as[@]}" "$bindir/pg_ctl")
+  export PG_CLUSTER_DIR
+}
+
+stop_postgres_cluster() {
+  [ -n "${PG_CLUSTER_DIR:-}" ] || return 0
+  "${PG_CLUSTER_CTL[@]}" -D "$PG_CLUSTER_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  PG_CLUSTER_DIR=
+}
+
+# create_database <admin-url> <name>: a fresh, empty Postgres database on the
+# server of <admin-url> (one of that name is dropped first); prints its URL.
+create_database() {
+  local admin=$1 name=$2
+  PGOPTIONS=--client-min-messages=warning "$PSQL_BIN" -q -v ON_ERROR_STOP=1 "$admin" \
+    -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name" >/dev/null || return 1
+  echo "${admin%/*}/$name"
+}
+
+# drop_database <admin-url> <name>
+drop_database() {
+  "$PSQL_BIN" -q "$1" -c "DROP DATABASE IF EXISTS $2 WITH (FORCE)" >/dev/null 2>&1 || true
+}
+
+# drop_stale_databases <admin-url> <prefix>: drops the databases <prefix><pid>
+# whose run (that pid) is gone: a run killed before it could drop its own.
+drop_stale_databases() {
+  local admin=$1 prefix=$2 db
+  for db in $("$PSQL_BIN" -Atq "$admin" \
+    -c "SELECT datname FROM pg_database WHERE datname LIKE '${prefix//_/\\_}%'" 2>/dev/null); do
+    running "${db#"$prefix"}" || drop_database "$admin" "$db"
+  done
+}
+
 # wait_http <url> [seconds]: polls until the URL answers 2xx.
 wait_http() {
   local url=$1 deadline=$((SECONDS + ${2:-60}))

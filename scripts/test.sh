@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Provisions what the tests need (Temporal CLI, nats-server, Chromium,
-# playwright-core, wrk, schemathesis)
+# playwright-core, wrk, schemathesis, psql)
 # and runs every test: unit, end-to-end against real Temporal dev servers, replay,
 # make up's restart loop, a short chaos run, an API fuzz run, browser, and the
-# benchmark's smoke run.
+# benchmark's smoke runs (one process for everything; the scaled topology).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -17,6 +17,7 @@ ensure_nats
 ensure_browser_deps
 ensure_wrk
 ensure_schemathesis
+ensure_psql
 export BAEDAL_TEST_POSTGRES_URL=${BAEDAL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export RUST_BACKTRACE=1
 
@@ -53,5 +54,8 @@ browser=$(awk '/^# pass / {n += $3} END {print n + 0}' target/browser-tests.log)
 log "benchmark smoke run (asserts the summary's shape and that nothing is lost, never a timing)"
 bash scripts/bench.sh --smoke
 
-log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 restart loop, 1 chaos run, 1 API fuzz run, 1 benchmark smoke"
-echo "tests: $((rust + browser + 4)) passed, 0 failed"
+log "benchmark smoke run, scaled: 2 APIs and 2 workers per context on Postgres, one of each killed midway; the chaos run's checks, and both of each pair served"
+BENCH_TOPOLOGY=scaled bash scripts/bench.sh --smoke
+
+log "all tests passed in $((SECONDS - started)) s: $rust Rust, $browser browser, 1 restart loop, 1 chaos run, 1 API fuzz run, 2 benchmark smokes (one process for everything, scaled)"
+echo "tests: $((rust + browser + 5)) passed, 0 failed"

@@ -56,6 +56,14 @@ pub struct Event {
     pub search_attributes: Vec<String>,
     /// `WORKFLOW_TASK_COMPLETED`: local activity attempts after the first.
     pub local_activity_retries: u32,
+    /// When the server wrote it, in milliseconds since the epoch.
+    pub at_ms: i64,
+    /// `WORKFLOW_TASK_STARTED`, `ACTIVITY_TASK_STARTED`: the worker that took the task.
+    pub identity: String,
+    /// `ACTIVITY_TASK_STARTED`: its `ACTIVITY_TASK_SCHEDULED` event.
+    pub scheduled_event_id: i64,
+    /// `ACTIVITY_TASK_SCHEDULED`, `WORKFLOW_EXECUTION_STARTED`: the task queue.
+    pub task_queue: String,
 }
 
 /// An event type's name as the summary spells it: `EVENT_TYPE_` dropped.
@@ -74,6 +82,10 @@ impl From<&HistoryEvent> for Event {
         let mut out = Event {
             event_id: e.event_id,
             event_type: type_name(e.event_type),
+            at_ms: e
+                .event_time
+                .as_ref()
+                .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000),
             ..Event::default()
         };
         match &e.attributes {
@@ -81,7 +93,26 @@ impl From<&HistoryEvent> for Event {
                 out.marker_name = a.marker_name.clone();
                 out.workflow_task_completed_event_id = a.workflow_task_completed_event_id;
             }
-            Some(Attributes::ActivityTaskStartedEventAttributes(a)) => out.attempt = a.attempt,
+            Some(Attributes::ActivityTaskStartedEventAttributes(a)) => {
+                out.attempt = a.attempt;
+                out.identity = a.identity.clone();
+                out.scheduled_event_id = a.scheduled_event_id;
+            }
+            Some(Attributes::WorkflowTaskStartedEventAttributes(a)) => {
+                out.identity = a.identity.clone();
+            }
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
+                out.task_queue = a
+                    .task_queue
+                    .as_ref()
+                    .map_or(String::new(), |q| q.name.clone());
+            }
+            Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) => {
+                out.task_queue = a
+                    .task_queue
+                    .as_ref()
+                    .map_or(String::new(), |q| q.name.clone());
+            }
             Some(Attributes::UpsertWorkflowSearchAttributesEventAttributes(a)) => {
                 out.search_attributes = a
                     .search_attributes
@@ -294,6 +325,7 @@ mod tests {
                         attrs["metering_metadata"]["nonfirst_local_activity_execution_attempts"]
                             .as_u64()
                             .unwrap_or(0) as u32,
+                    ..Event::default()
                 }
             })
             .collect()

@@ -2,7 +2,10 @@
 //! drive them: the customer places, the owner accepts and marks the food
 //! ready, a rider takes the offer, picks up and completes.
 
+use crate::client::{Client, Reply};
+use crate::drive::{self, Kind};
 use crate::http::Api;
+use crate::plan::{OrderPlan, Path};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +22,57 @@ pub struct Settings {
     pub order_timeout: Duration,
     /// No new order starts after this; the phase always ends.
     pub phase_deadline: Duration,
+    /// Orders started so far (the scaled topology's kill waits on it).
+    pub started: Arc<AtomicUsize>,
+    /// The scaled topology: see [`Careful`].
+    pub careful: Option<Arc<Careful>>,
+}
+
+/// How the scaled topology calls, as a client behind a load balancer must:
+/// every place and action carries an `Idempotency-Key` and goes through the
+/// client that sends a call again, with the same key, when it was refused
+/// (503, 429) or never answered (its API process died): the repeat joins the
+/// first. Every order and action is booked for the chaos run's checks.
+/// Order `n` is placed through API `n % APIs` first, so orders alternate
+/// between the APIs; the calls after it go round robin.
+pub struct Careful {
+    pub client: Client,
+    /// One client per API, sending to it first.
+    pub placing: Vec<Client>,
+    pub book: Mutex<drive::Book>,
+    /// The total of each customer's basket, from the shops' menus.
+    pub totals: [i64; 2],
+    /// Keys of this run differ from an earlier run's.
+    pub tag: String,
+}
+
+impl Careful {
+    pub fn new(api: &Api, totals: [i64; 2], tag: &str) -> Self {
+        // How long one call may keep being sent again (the chaos run's budget).
+        let budget = Duration::from_secs(150);
+        Careful {
+            client: Client::new(api.clone(), budget),
+            placing: (0..api.bases().len())
+                .map(|i| Client::new(api.via(i), budget))
+                .collect(),
+            book: Mutex::new(drive::Book::default()),
+            totals,
+            tag: tag.to_string(),
+        }
+    }
+
+    /// What every call of the clients came to, so far.
+    pub fn calls(&self) -> crate::client::CallBook {
+        let mut all = self.client.take_book();
+        for c in &self.placing {
+            let b = c.take_book();
+            all.calls += b.calls;
+            all.retried += b.retried;
+            all.unanswered.extend(b.unanswered);
+            all.server_errors.extend(b.server_errors);
+        }
+        all
+    }
 }
 
 /// Logged-in demo users.
@@ -26,6 +80,35 @@ pub struct Users {
     pub customers: Vec<String>,
     pub owners: Vec<String>,
     pub riders: Vec<String>,
+    /// Each login's name and answer (id, token, the owner's shopId), in the
+    /// order customers, owners, riders.
+    pub logins: Vec<(String, Value)>,
+}
+
+impl Users {
+    /// The same users as the chaos run's checks know them.
+    pub fn for_checks(&self) -> drive::Users {
+        let user = |(name, a): &(String, Value)| drive::User {
+            name: name.clone(),
+            id: a["id"].as_str().unwrap_or(name).to_string(),
+            token: a["token"].as_str().unwrap_or("").to_string(),
+        };
+        let (c, o) = (self.customers.len(), self.owners.len());
+        drive::Users {
+            customers: self.logins[..c].iter().map(user).collect(),
+            owners: self.logins[c..c + o].iter().map(user).collect(),
+            shops: self.logins[c..c + o]
+                .iter()
+                .enumerate()
+                .map(|(i, (_, a))| {
+                    a["shopId"]
+                        .as_str()
+                        .map_or_else(|| format!("shop{}", i + 1), str::to_string)
+                })
+                .collect(),
+            riders: self.logins[c + o..].iter().map(user).collect(),
+        }
+    }
 }
 
 /// One order the run placed (or tried to).
@@ -57,17 +140,30 @@ pub async fn login_all(api: &Api, riders: usize) -> anyhow::Result<Users> {
         .chain((1..=riders).map(|i| format!("rider{i}")))
         .collect();
     // A login hashes a password on purpose slowly: a few at a time is enough.
-    let tokens: Vec<anyhow::Result<String>> = futures::StreamExt::collect(
-        futures::StreamExt::buffered(futures::stream::iter(names.iter().map(|n| api.login(n))), 4),
-    )
-    .await;
-    let mut tokens = tokens.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let answers: Vec<anyhow::Result<Value>> =
+        futures::StreamExt::collect(futures::StreamExt::buffered(
+            futures::stream::iter(names.iter().map(|n| api.login_answer(n))),
+            4,
+        ))
+        .await;
+    let answers = answers.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let mut tokens = names
+        .iter()
+        .zip(&answers)
+        .map(|(n, a)| {
+            a["token"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("login {n}: no token in {a}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let riders = tokens.split_off(4);
     let owners = tokens.split_off(2);
     Ok(Users {
         customers: tokens,
         owners,
         riders,
+        logins: names.into_iter().zip(answers).collect(),
     })
 }
 
@@ -109,7 +205,7 @@ pub async fn run(api: &Api, users: Arc<Users>, s: &Settings) -> Outcome {
         waiting: HashMap::new(),
         seeking: 0,
     }));
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = s.started.clone();
     let results = Arc::new(Mutex::new(Lanes::default()));
     let started = Instant::now();
     let phase_end = started + s.phase_deadline;
@@ -123,12 +219,13 @@ pub async fn run(api: &Api, users: Arc<Users>, s: &Settings) -> Outcome {
     ));
     let lanes: Vec<_> = (0..s.concurrency)
         .map(|_| {
-            let (api, users, dispatch, next, results) = (
+            let (api, users, dispatch, next, results, careful) = (
                 api.clone(),
                 users.clone(),
                 dispatch.clone(),
                 next.clone(),
                 results.clone(),
+                s.careful.clone(),
             );
             let (orders, timeout) = (s.orders, s.order_timeout);
             tokio::spawn(async move {
@@ -144,6 +241,9 @@ pub async fn run(api: &Api, users: Arc<Users>, s: &Settings) -> Outcome {
                         deadline: Instant::now() + timeout,
                         accept_retries: 0,
                         offer_retries: 0,
+                        careful: careful.as_deref(),
+                        n,
+                        calls: 0,
                     };
                     let r = lane.order(n).await;
                     let mut res = results.lock().unwrap();
@@ -205,6 +305,11 @@ struct Lane<'a> {
     deadline: Instant,
     accept_retries: u64,
     offer_retries: u64,
+    careful: Option<&'a Careful>,
+    /// The order's number in the run.
+    n: usize,
+    /// Calls made for this order (each careful one gets a key of its own).
+    calls: usize,
 }
 
 type LaneError = (Option<Placed>, String);
@@ -214,14 +319,50 @@ impl Lane<'_> {
         // Customer k orders from shop k, owned by owner k.
         let who = n % 2;
         let started = Instant::now();
-        let placed = place(self.api, self.users, "place", who)
-            .await
-            .map_err(|why| (None, format!("place: {why}")))?;
+        let placed = match self.careful {
+            None => place(self.api, self.users, "place", who).await,
+            Some(c) => place_carefully(c, self.users, n, who).await,
+        }
+        .map_err(|why| (None, format!("place: {why}")))?;
         let id = placed.order_id.clone();
         match self.fulfil(who, &id).await {
             Ok(()) => Ok((placed, started.elapsed())),
             Err(why) => Err((Some(placed), format!("order {id}: {why}"))),
         }
+    }
+
+    /// POSTs one action. Careful: with a key of its own, through the retrying
+    /// client; booked as `book` (with the rider acting) unless that is None.
+    async fn post(
+        &mut self,
+        kind: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        book: Option<(Kind, Option<usize>)>,
+        id: &str,
+    ) -> Reply {
+        let Some(c) = self.careful else {
+            let a = self.api.post(kind, path, token, body).await;
+            return Reply {
+                status: a.status,
+                body: a.body,
+                hung: a.timed_out,
+                gave_up: false,
+            };
+        };
+        self.calls += 1;
+        let key = format!("bench-{}-{}-{kind}-{}", c.tag, self.n, self.calls);
+        let reply = c.client.post(kind, path, token, body, Some(&key)).await;
+        if let Some((kind, rider)) = book {
+            c.book.lock().unwrap().actions.push(drive::Action {
+                order_id: id.to_string(),
+                kind,
+                rider,
+                reply: reply.clone(),
+            });
+        }
+        reply
     }
 
     async fn fulfil(&mut self, who: usize, id: &str) -> Result<(), String> {
@@ -230,18 +371,22 @@ impl Lane<'_> {
         let path = format!("/api/shop/orders/{id}/accept");
         loop {
             let a = self
-                .api
-                .post("owner_accept", &path, owner, Some(&accept))
+                .post("owner_accept", &path, owner, Some(&accept), None, id)
                 .await;
             match a.status {
-                200 => break,
                 // The owner's read model gets the order a moment after the customer's.
                 404 => {
                     self.accept_retries += 1;
                     self.pause(Duration::from_millis(20), "the shop to see the order")
                         .await?;
                 }
-                s => return Err(format!("accept: {s} {}", a.body)),
+                s => {
+                    self.book(id, Kind::Accept, None, &a);
+                    if s == 200 {
+                        break;
+                    }
+                    return Err(format!("accept: {s} {}", a.body));
+                }
             }
         }
         self.dispatch.lock().unwrap().seeking += 1;
@@ -249,24 +394,26 @@ impl Lane<'_> {
         let token = &self.users.riders[rider];
         let result = async {
             let a = self
-                .api
                 .post(
                     "rider_pickup",
                     &format!("/api/rider/deliveries/{id}/pickup"),
                     token,
                     None,
+                    Some((Kind::Pickup, Some(rider))),
+                    id,
                 )
                 .await;
             if !a.ok() {
                 return Err(format!("pickup: {} {}", a.status, a.body));
             }
             let a = self
-                .api
                 .post(
                     "rider_complete",
                     &format!("/api/rider/deliveries/{id}/complete"),
                     token,
                     None,
+                    Some((Kind::Complete, Some(rider))),
+                    id,
                 )
                 .await;
             if !a.ok() || a.body["status"] != "DELIVERED" {
@@ -282,15 +429,28 @@ impl Lane<'_> {
         result
     }
 
+    /// Books an answer the lane got outside [`Lane::post`]'s own booking.
+    fn book(&self, id: &str, kind: Kind, rider: Option<usize>, reply: &Reply) {
+        if let Some(c) = self.careful {
+            c.book.lock().unwrap().actions.push(drive::Action {
+                order_id: id.to_string(),
+                kind,
+                rider,
+                reply: reply.clone(),
+            });
+        }
+    }
+
     /// The owner marks the food ready and a rider takes the offer; returns the rider.
     async fn ready_and_ride(&mut self, owner: &str, id: &str) -> Result<usize, String> {
         let a = self
-            .api
             .post(
                 "owner_ready",
                 &format!("/api/shop/orders/{id}/ready"),
                 owner,
                 None,
+                Some((Kind::Ready, None)),
+                id,
             )
             .await;
         if !a.ok() {
@@ -302,12 +462,13 @@ impl Lane<'_> {
             let rider = self.await_offer(id).await?;
             let token = &self.users.riders[rider];
             let a = self
-                .api
                 .post(
                     "rider_accept",
                     &format!("/api/rider/offers/{id}/accept"),
                     token,
                     None,
+                    Some((Kind::RiderAccept, Some(rider))),
+                    id,
                 )
                 .await;
             if a.ok() {
@@ -355,35 +516,123 @@ impl Lane<'_> {
     }
 }
 
-/// Customer `who` orders two items from shop `who` and pays with the approving token.
-async fn place(api: &Api, users: &Users, kind: &str, who: usize) -> Result<Placed, String> {
-    let shop = format!("shop{}", who + 1);
-    let items = if who == 0 {
-        json!([{"menuId": "shop1-fried", "quantity": 2}, {"menuId": "shop1-cola", "quantity": 1}])
+/// What customer `who` orders from shop `who`: (menu id, quantity).
+fn basket(who: usize) -> [(&'static str, u32); 2] {
+    if who == 0 {
+        [("shop1-fried", 2), ("shop1-cola", 1)]
     } else {
-        json!([{"menuId": "shop2-tteokbokki", "quantity": 2}, {"menuId": "shop2-twigim", "quantity": 1}])
-    };
-    let body = json!({
-        "shopId": shop,
+        [("shop2-tteokbokki", 2), ("shop2-twigim", 1)]
+    }
+}
+
+fn place_body(who: usize) -> Value {
+    let items: Vec<Value> = basket(who)
+        .iter()
+        .map(|(id, q)| json!({"menuId": id, "quantity": q}))
+        .collect();
+    json!({
+        "shopId": format!("shop{}", who + 1),
         "items": items,
         "address": {"text": "서울 강남구 테헤란로 1", "lat": 37.5012, "lon": 127.0396},
         "phone": "010-1234-5678",
         "paymentToken": "tok_ok",
-    });
-    let a = api
-        .post(kind, "/api/orders", &users.customers[who], Some(&body))
-        .await;
-    if a.status != 201 {
-        return Err(format!("{} {}", a.status, a.body));
+    })
+}
+
+/// Each customer's basket total by the shops' menus (`GET /api/shops/{id}/menu`).
+pub async fn basket_totals(api: &Api) -> anyhow::Result<[i64; 2]> {
+    let mut totals = [0; 2];
+    for (who, total) in totals.iter_mut().enumerate() {
+        let url = api.url(&format!("/api/shops/shop{}/menu", who + 1));
+        let (status, menu) = api.fetch_json(&url, None).await?;
+        anyhow::ensure!(status == 200, "GET {url} answered {status}");
+        for (id, q) in basket(who) {
+            let price = menu
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["id"] == id)
+                .and_then(|m| m["price"].as_i64())
+                .ok_or_else(|| anyhow::anyhow!("{id} is not on the menu {menu}"))?;
+            *total += price * i64::from(q);
+        }
     }
-    match (a.body["orderId"].as_str(), a.body["total"].as_i64()) {
+    Ok(totals)
+}
+
+/// Customer `who` orders two items from shop `who` and pays with the approving token.
+async fn place(api: &Api, users: &Users, kind: &str, who: usize) -> Result<Placed, String> {
+    let a = api
+        .post(
+            kind,
+            "/api/orders",
+            &users.customers[who],
+            Some(&place_body(who)),
+        )
+        .await;
+    placed(who, a.status, &a.body)
+}
+
+fn placed(who: usize, status: u16, body: &Value) -> Result<Placed, String> {
+    if status != 201 {
+        return Err(format!("{status} {body}"));
+    }
+    match (body["orderId"].as_str(), body["total"].as_i64()) {
         (Some(id), Some(total)) => Ok(Placed {
             order_id: id.to_string(),
             customer: who,
             total,
         }),
-        _ => Err(format!("201 without orderId/total: {}", a.body)),
+        _ => Err(format!("201 without orderId/total: {body}")),
     }
+}
+
+/// [`place`] with the order's own `Idempotency-Key`, through the retrying
+/// client; books the order (or why it was not established) for the checks.
+async fn place_carefully(
+    c: &Careful,
+    users: &Users,
+    n: usize,
+    who: usize,
+) -> Result<Placed, String> {
+    let key = format!("bench-{}-{n}-place", c.tag);
+    let r = c.placing[n % c.placing.len()]
+        .post(
+            "place",
+            "/api/orders",
+            &users.customers[who],
+            Some(&place_body(who)),
+            Some(&key),
+        )
+        .await;
+    let p = placed(who, r.status, &r.body);
+    let mut book = c.book.lock().unwrap();
+    match &p {
+        Ok(p) => book.orders.push(drive::Established {
+            plan: OrderPlan {
+                n,
+                path: Path::Delivered,
+                customer: who,
+                shop: who,
+                items: basket(who)
+                    .iter()
+                    .map(|(id, q)| (id.to_string(), *q))
+                    .collect(),
+                total: c.totals[who],
+                cook_minutes: 10,
+                ready_early: true,
+                place_repeat: None,
+                action_repeat: None,
+            },
+            order_id: p.order_id.clone(),
+            total: p.total,
+            reject_reason: String::new(),
+        }),
+        Err(why) => book
+            .not_established
+            .push(format!("#{n} ({}): {why}", Path::Delivered.name())),
+    }
+    p
 }
 
 /// Looks at the offers of the free riders next in line while orders wait for a

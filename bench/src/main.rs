@@ -2,16 +2,33 @@
 //!
 //! `baedal-bench` runs it against a started stack (scripts/bench.sh starts one)
 //! and writes the summary; `baedal-bench check <summary.json>` is the smoke
-//! run's assertion on that file.
+//! run's assertion on that file. With `BENCH_TOPOLOGY=scaled` the stack is two
+//! APIs and two workers per context, part of it killed midway (see `scaled`).
 
 mod actions;
 mod http;
 mod lifecycle;
 mod procs;
 mod report;
+mod scaled;
 mod stats;
 mod temporal;
 mod wrk;
+
+// The chaos run's client, bookkeeping and checks: the scaled topology's run
+// is judged by the same checks.
+#[allow(dead_code)]
+#[path = "chaos/checks.rs"]
+mod checks;
+#[allow(dead_code)]
+#[path = "chaos/client.rs"]
+mod client;
+#[allow(dead_code)]
+#[path = "chaos/drive.rs"]
+mod drive;
+#[allow(dead_code)]
+#[path = "chaos/plan.rs"]
+mod plan;
 
 use anyhow::Context as _;
 use http::Api;
@@ -20,10 +37,19 @@ use serde_json::{Value, json};
 use stats::{Recorder, Summary, round};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 struct Config {
-    url: String,
+    /// The API base URLs: one, or (scaled) one per API process.
+    urls: Vec<String>,
+    /// `BENCH_TOPOLOGY=scaled`: two APIs, two workers per context, one of each
+    /// killed midway (see `scaled`).
+    scaled: bool,
+    /// Scaled: the kill strikes once this many orders have started.
+    kill_at: usize,
+    /// Scaled: the worker processes and their metrics addresses.
+    workers: Vec<scaled::Worker>,
     paysim: String,
     temporal: String,
     namespace: String,
@@ -58,8 +84,32 @@ impl Config {
         let orders = n("BENCH_ORDERS", 500)? as usize;
         let concurrency = (n("BENCH_CONCURRENCY", 32)? as usize).max(1);
         let paysim_default = var("PAYMENT_GATEWAY_URL", "http://127.0.0.1:28090");
+        let scaled = match var("BENCH_TOPOLOGY", "single").as_str() {
+            "single" => false,
+            "scaled" => true,
+            other => anyhow::bail!("BENCH_TOPOLOGY={other:?}: expected single or scaled"),
+        };
+        let urls: Vec<String> = var("BENCH_URLS", &var("BENCH_URL", "http://127.0.0.1:28080"))
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let workers = scaled::parse_workers(&var("BENCH_WORKER_METRICS", ""))?;
+        if scaled {
+            anyhow::ensure!(
+                urls.len() == 2,
+                "BENCH_TOPOLOGY=scaled needs the two APIs in BENCH_URLS"
+            );
+            anyhow::ensure!(
+                workers.len() == 2 * scaled::CONTEXTS.len(),
+                "BENCH_TOPOLOGY=scaled needs two workers per context in BENCH_WORKER_METRICS"
+            );
+        }
         Ok(Config {
-            url: var("BENCH_URL", "http://127.0.0.1:28080"),
+            urls,
+            scaled,
+            kill_at: (n("BENCH_KILL_AT", (orders / 2) as u64)? as usize).clamp(1, orders.max(1)),
+            workers,
             paysim: var("BENCH_PAYSIM_URL", &paysim_default),
             temporal: var("TEMPORAL_ADDRESS", "127.0.0.1:27233"),
             namespace: var("TEMPORAL_NAMESPACE", "default"),
@@ -116,14 +166,14 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn wait_healthy(api: &Api) -> anyhow::Result<()> {
+async fn wait_healthy(api: &Api, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok((200, _)) = api.fetch_json(&api.url("/api/health"), None).await {
+        if let Ok((200, _)) = api.fetch_json(&format!("{base}/api/health"), None).await {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            anyhow::bail!("{} did not answer /api/health within 60 s", api.url(""));
+            anyhow::bail!("{base} did not answer /api/health within 60 s");
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -131,8 +181,10 @@ async fn wait_healthy(api: &Api) -> anyhow::Result<()> {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let rec = Arc::new(Recorder::default());
-    let api = Api::new(&cfg.url, rec.clone())?;
-    wait_healthy(&api).await?;
+    let api = Api::balanced(&cfg.urls, rec.clone())?;
+    for base in api.bases() {
+        wait_healthy(&api, base).await?;
+    }
     let client = temporal::connect(&cfg.temporal, &cfg.namespace).await?;
     // Workflow ids of this run's minimal workflows must not collide with an earlier run's.
     let run_tag = SystemTime::now()
@@ -144,23 +196,66 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let users = Arc::new(lifecycle::login_all(&api, cfg.riders).await?);
     lifecycle::place_riders(&api, &users).await?;
 
+    let careful = if cfg.scaled {
+        let totals = lifecycle::basket_totals(&api).await?;
+        Some(Arc::new(lifecycle::Careful::new(&api, totals, &run_tag)))
+    } else {
+        None
+    };
+
     progress(&format!(
-        "driving {} order lifecycles at concurrency {}",
-        cfg.orders, cfg.concurrency
+        "driving {} order lifecycles at concurrency {}{}",
+        cfg.orders,
+        cfg.concurrency,
+        if cfg.scaled {
+            format!(
+                " over {} APIs; SIGKILL of {} at order {}",
+                api.bases().len(),
+                scaled::victims().join(", "),
+                cfg.kill_at
+            )
+        } else {
+            String::new()
+        }
     ));
     let cpu_before = cfg.pids.cpu();
-    let outcome = lifecycle::run(
-        &api,
-        users.clone(),
-        &lifecycle::Settings {
-            orders: cfg.orders,
-            concurrency: cfg.concurrency,
-            offer_poll: cfg.offer_poll,
-            order_timeout: cfg.order_timeout,
-            phase_deadline: cfg.deadline,
-        },
-    )
-    .await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let done = AtomicBool::new(false);
+    let since = Instant::now();
+    let drive = async {
+        let outcome = lifecycle::run(
+            &api,
+            users.clone(),
+            &lifecycle::Settings {
+                orders: cfg.orders,
+                concurrency: cfg.concurrency,
+                offer_poll: cfg.offer_poll,
+                order_timeout: cfg.order_timeout,
+                phase_deadline: cfg.deadline,
+                started: started.clone(),
+                careful: careful.clone(),
+            },
+        )
+        .await;
+        done.store(true, Ordering::SeqCst);
+        outcome
+    };
+    let strike = async {
+        if !cfg.scaled {
+            return None;
+        }
+        scaled::kill_midway(
+            &cfg.pids,
+            &api,
+            &cfg.workers,
+            &started,
+            cfg.kill_at,
+            &done,
+            since,
+        )
+        .await
+    };
+    let (outcome, kill) = tokio::join!(drive, strike);
     let cpu_orders = cfg.pids.cpu().since(&cpu_before);
     let dead = cfg.pids.dead();
     if !dead.is_empty() {
@@ -181,6 +276,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let hist = tokio::time::timeout(Duration::from_secs(600), temporal::histories(&client, &ids))
         .await
         .context("fetching the histories took over 10 minutes")??;
+    let scaled = match &careful {
+        Some(careful) => Some(
+            scaled_checks(
+                &cfg,
+                &api,
+                &users,
+                careful,
+                kill.as_ref(),
+                &hist,
+                (cfg.orders - verdict.delivered.len(), verdict.double_charges),
+            )
+            .await,
+        ),
+        None => None,
+    };
 
     let probes = cfg.orders.clamp(1, 200);
     progress(&format!(
@@ -226,7 +336,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let read = wrk::run(&read_url, token, &cfg.wrk)?;
     let query = wrk::run(&format!("{read_url}/live"), token, &cfg.wrk)?;
 
-    let summary = summarize(
+    let mut summary = summarize(
         &cfg,
         &rec,
         &outcome,
@@ -238,6 +348,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         (&read, &query),
         (&cpu_orders, &cpu_ceiling),
     );
+    let mut unproven = Vec::new();
+    if let Some((section, problems)) = scaled {
+        summary["scaled"] = section;
+        unproven = problems;
+    }
     if let Some(dir) = std::path::Path::new(&cfg.out).parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -262,7 +377,98 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             probe_problems.len()
         );
     }
+    if !unproven.is_empty() {
+        anyhow::bail!("scaled topology:\n  {}", unproven.join("\n  "));
+    }
     Ok(())
+}
+
+/// The scaled topology's judgement: the chaos run's checks over the lifecycle
+/// orders (read again for up to 30 s while state that settles shows
+/// breaches), and what shows which process served what. Returns the
+/// summary's `scaled` section and what did not hold.
+async fn scaled_checks(
+    cfg: &Config,
+    api: &Api,
+    users: &lifecycle::Users,
+    careful: &lifecycle::Careful,
+    kill: Option<&scaled::Kill>,
+    hist: &temporal::Histories,
+    (lost, double_charges): (usize, usize),
+) -> (Value, Vec<String>) {
+    progress("checking as the chaos run does: money, read models, notifications, riders");
+    let people = users.for_checks();
+    let reader = client::Client::new(api.clone(), Duration::from_secs(60));
+    let calls = careful.calls();
+    let orders: Vec<drive::Established> = careful.book.lock().unwrap().orders.clone();
+    let faults: Vec<(String, bool, String)> = kill.map_or_else(Vec::new, |k| {
+        k.killed
+            .iter()
+            .map(|(n, _, e)| {
+                (
+                    format!("SIGKILL {n}"),
+                    e.is_none(),
+                    e.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    });
+    let unexpected: Vec<String> = cfg
+        .pids
+        .dead()
+        .into_iter()
+        .map(|n| format!("{n} exited without being killed"))
+        .collect();
+    let until = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let snap = checks::read_back(&reader, &people, &orders, &cfg.paysim).await;
+        let rows = {
+            let book = careful.book.lock().unwrap();
+            checks::evaluate(&checks::Inputs {
+                users: &people,
+                book: &book,
+                calls: &calls,
+                snap: &snap,
+                probe_offered: None,
+                unexpected_exits: &unexpected,
+                processes: cfg.pids.named().len(),
+                faults: &faults,
+                faults_planned: scaled::victims().len(),
+            })
+        };
+        let settling = rows.iter().any(|r| r.eventual && !r.breaches.is_empty());
+        if !settling || Instant::now() > until {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    };
+    let checks: Vec<(String, usize, Vec<String>)> = rows
+        .into_iter()
+        .map(|r| (r.name.to_string(), r.checked, r.breaches))
+        .collect();
+    let kill_ms = kill
+        .and_then(|k| k.at.duration_since(UNIX_EPOCH).ok())
+        .map_or(i64::MAX, |d| d.as_millis() as i64);
+    let tasks = scaled::tally(&hist.tasks, &cfg.pids, kill_ms);
+    let work_end = scaled::scrape_all(&cfg.workers).await;
+    let evidence = scaled::Evidence {
+        api,
+        watched: &cfg.pids,
+        workers: &cfg.workers,
+        kill,
+        tasks: &tasks,
+        work_end: &work_end,
+        checks: &checks,
+        lost,
+        double_charges,
+    };
+    let proofs = evidence.proofs();
+    let problems = proofs
+        .iter()
+        .filter(|p| !p.ok)
+        .map(|p| format!("{}: {}", p.claim, p.detail))
+        .collect();
+    (evidence.to_json(&proofs), problems)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -395,6 +601,11 @@ fn summarize(
         "finished_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     });
     s["targets"] = report::targets(&s);
+    let topology = if cfg.scaled { "scaled" } else { "single" };
+    s["topology"] = json!(topology);
+    s["settings"]["topology"] = json!(topology);
+    s["settings"]["apis"] = json!(cfg.urls.len());
+    s["settings"]["kill_at_order"] = json!(cfg.scaled.then_some(cfg.kill_at));
     s
 }
 

@@ -2,13 +2,22 @@
 //! Each named process is measured with its descendants, so a launcher that
 //! forks the real server still gets the server's figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The processes the report names: `api`, `workers`, `temporal`, `paysim`.
-#[derive(Debug, Clone, Default)]
+/// A name with a dot (`api.1`, `workers.order.2`: the scaled topology's
+/// processes) is reported under the part before it, summed over its group.
+#[derive(Debug, Default)]
 pub struct Watched {
-    pids: BTreeMap<String, u32>,
+    procs: Vec<(String, u32)>,
+    /// The last CPU ticks and peak memory read of each process: a process
+    /// killed on purpose keeps counting what it had used.
+    seen: Mutex<HashMap<u32, (u64, u64)>>,
+    /// Processes killed on purpose (not a crash).
+    killed: Mutex<HashSet<u32>>,
 }
 
 /// CPU seconds per watched process at one instant.
@@ -18,7 +27,7 @@ pub struct CpuSnapshot(pub BTreeMap<String, f64>);
 impl Watched {
     /// Parses `name=pid,name=pid` (as scripts/bench.sh passes in `BENCH_PIDS`).
     pub fn parse(spec: &str) -> anyhow::Result<Self> {
-        let mut pids = BTreeMap::new();
+        let mut procs = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, pid) = part
                 .split_once('=')
@@ -27,26 +36,74 @@ impl Watched {
                 .trim()
                 .parse()
                 .map_err(|_| anyhow::anyhow!("BENCH_PIDS entry {part:?}: {pid:?} is not a pid"))?;
-            pids.insert(name.trim().to_string(), pid);
+            let name = name.trim().to_string();
+            if procs.iter().any(|(n, _)| *n == name) {
+                anyhow::bail!("BENCH_PIDS names {name} twice");
+            }
+            procs.push((name, pid));
         }
-        Ok(Watched { pids })
+        Ok(Watched {
+            procs,
+            ..Default::default()
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pids.is_empty()
+        self.procs.is_empty()
+    }
+
+    /// Every process by its full name, in the order given.
+    pub fn named(&self) -> &[(String, u32)] {
+        &self.procs
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.iter().find(|(n, _)| n == name).map(|(_, p)| *p)
+    }
+
+    /// The full name of the process with this pid.
+    pub fn name_of(&self, pid: u32) -> Option<&str> {
+        self.procs
+            .iter()
+            .find(|(_, p)| *p == pid)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Sums a figure of every process tree over the report's names.
+    fn by_group(&self, figure: impl Fn(&[(u32, u32)], u32) -> f64) -> BTreeMap<String, f64> {
+        let table = process_table();
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for (name, pid) in &self.procs {
+            let group = name.split('.').next().unwrap_or(name);
+            *out.entry(group.to_string()).or_default() += figure(&table, *pid);
+        }
+        out
+    }
+
+    /// Reads and remembers one process's (CPU ticks, VmHWM kB); a process gone
+    /// answers what was last read of it.
+    fn sample(&self, pid: u32) -> Option<(u64, u64)> {
+        let mut seen = self.seen.lock().unwrap();
+        match cpu_ticks(pid) {
+            Some(ticks) => {
+                let hwm = vm_hwm_kb(pid).unwrap_or(0);
+                seen.insert(pid, (ticks, hwm));
+                Some((ticks, hwm))
+            }
+            None => seen.get(&pid).copied(),
+        }
     }
 
     /// CPU seconds (user + system) of every watched process tree, plus this process as `bench`.
     pub fn cpu(&self) -> CpuSnapshot {
-        let table = process_table();
-        let mut out: BTreeMap<String, f64> = self
-            .pids
-            .iter()
-            .map(|(name, &pid)| {
-                let ticks: u64 = tree(&table, pid).iter().filter_map(|p| cpu_ticks(*p)).sum();
-                (name.clone(), ticks as f64 / clock_ticks())
-            })
-            .collect();
+        let mut out = self.by_group(|table, pid| {
+            let ticks: u64 = tree(table, pid)
+                .iter()
+                .filter_map(|p| self.sample(*p))
+                .map(|(t, _)| t)
+                .sum();
+            ticks as f64 / clock_ticks()
+        });
         out.insert(
             "bench".into(),
             cpu_ticks(std::process::id()).unwrap_or(0) as f64 / clock_ticks(),
@@ -56,28 +113,51 @@ impl Watched {
 
     /// Peak resident memory (VmHWM) in MiB of every watched process tree, summed over the tree.
     pub fn peak_rss_mb(&self) -> BTreeMap<String, f64> {
-        let table = process_table();
-        let mut out: BTreeMap<String, f64> = self
-            .pids
-            .iter()
-            .map(|(name, &pid)| {
-                let kb: u64 = tree(&table, pid).iter().filter_map(|p| vm_hwm_kb(*p)).sum();
-                (name.clone(), kb as f64 / 1024.0)
-            })
-            .collect();
+        let mut out = self.by_group(|table, pid| {
+            let kb: u64 = tree(table, pid)
+                .iter()
+                .filter_map(|p| self.sample(*p))
+                .map(|(_, kb)| kb)
+                .sum();
+            kb as f64 / 1024.0
+        });
         if let Some(kb) = vm_hwm_kb(std::process::id()) {
             out.insert("bench".into(), kb as f64 / 1024.0);
         }
         out
     }
 
-    /// Names whose process has gone away (a crash mid-run invalidates the figures).
+    /// Names whose process has gone away without being killed on purpose (a
+    /// crash mid-run invalidates the figures).
     pub fn dead(&self) -> Vec<String> {
-        self.pids
+        let killed = self.killed.lock().unwrap();
+        self.procs
             .iter()
-            .filter(|(_, pid)| cpu_ticks(**pid).is_none())
+            .filter(|(_, pid)| !killed.contains(pid) && !running(*pid))
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    /// SIGKILLs the named process and its descendants, as a crash would, after
+    /// reading what they had used; waits (up to 15 s) until they are gone.
+    pub async fn kill(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid(name)
+            .ok_or_else(|| anyhow::anyhow!("no process named {name}"))?;
+        let table = process_table();
+        for p in tree(&table, pid) {
+            self.sample(p);
+        }
+        self.killed.lock().unwrap().insert(pid);
+        let pids = sigkill_tree(pid);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while pids.iter().any(|p| running(*p)) {
+            if Instant::now() > deadline {
+                anyhow::bail!("{name} (pid {pid}) still running 15 s after SIGKILL");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 }
 
@@ -96,6 +176,18 @@ impl CpuSnapshot {
 #[allow(dead_code)]
 pub fn process_tree(root: u32) -> Vec<u32> {
     tree(&process_table(), root)
+}
+
+/// Sends SIGKILL to `root` and every process descended from it; returns their pids.
+pub fn sigkill_tree(root: u32) -> Vec<u32> {
+    let pids = process_tree(root);
+    for pid in &pids {
+        // SAFETY: kill(2) on pids read from /proc; a pid gone meanwhile is ESRCH.
+        unsafe {
+            libc::kill(*pid as i32, libc::SIGKILL);
+        }
+    }
+    pids
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
@@ -172,11 +264,11 @@ mod tests {
     #[test]
     fn parses_the_pid_list_and_refuses_garbage() {
         let w = Watched::parse("api=10, workers=11,temporal=12").unwrap();
-        assert_eq!(
-            w.pids.keys().collect::<Vec<_>>(),
-            ["api", "temporal", "workers"]
-        );
+        let names: Vec<&str> = w.named().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["api", "workers", "temporal"]);
+        assert_eq!(w.name_of(11), Some("workers"));
         assert!(Watched::parse("api").is_err());
+        assert!(Watched::parse("api=1,api=2").is_err());
         assert!(Watched::parse("api=x").is_err());
         assert!(Watched::parse("").unwrap().is_empty());
     }
@@ -191,5 +283,28 @@ mod tests {
         let w = Watched::parse(&format!("self={me}")).unwrap();
         assert!(w.dead().is_empty());
         assert!(w.peak_rss_mb()["self"] > 0.0);
+    }
+
+    #[test]
+    fn groups_dotted_names_and_remembers_a_killed_process() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let w = Watched::parse(&format!("api.1={me},api.2={}", child.id())).unwrap();
+        let before = w.cpu();
+        assert!(before.0.contains_key("api") && !before.0.contains_key("api.1"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A zombie is gone for `running`; reap it in the background.
+        let reaper = std::thread::spawn(move || child.wait());
+        rt.block_on(w.kill("api.2")).unwrap();
+        reaper.join().unwrap().unwrap();
+        assert!(w.dead().is_empty(), "killed on purpose is not a crash");
+        assert!(w.cpu().0["api"] >= before.0["api"]);
+        assert!(w.peak_rss_mb()["api"] > 0.0);
     }
 }

@@ -59,14 +59,15 @@ pub fn table(s: &Value) -> String {
     };
     let _ = writeln!(
         out,
-        "\nbaedal benchmark: {} orders at concurrency {}{}",
+        "\nbaedal benchmark: {} orders at concurrency {}{}\ntopology: {}",
         f(&s["settings"]["orders"]),
         f(&s["settings"]["concurrency"]),
         if s["settings"]["smoke"] == true {
             " (smoke)"
         } else {
             ""
-        }
+        },
+        s["topology"].as_str().unwrap_or("single")
     );
     let _ = writeln!(
         out,
@@ -173,6 +174,9 @@ pub fn table(s: &Value) -> String {
             }
         }
     }
+    if s["scaled"].is_object() {
+        out += &crate::scaled::table(&s["scaled"]);
+    }
     out
 }
 
@@ -233,6 +237,11 @@ pub fn check(s: &Value) -> Result<(), Vec<String>> {
     let (requested, delivered) = (&s["orders"]["requested"], &s["orders"]["delivered"]);
     if !requested.is_u64() || requested != delivered {
         problems.push(format!("{delivered} of {requested} orders delivered"));
+    }
+    match s["topology"].as_str() {
+        None | Some("single") => {}
+        Some("scaled") => problems.extend(crate::scaled::check(&s["scaled"])),
+        Some(other) => problems.push(format!("topology is {other:?}")),
     }
     if problems.is_empty() {
         Ok(())
@@ -313,6 +322,26 @@ mod tests {
         let mut s = good();
         s["actions_by_kind"] = json!({});
         assert!(check(&s).unwrap_err()[0].contains("actions_by_kind"));
+    }
+
+    #[test]
+    fn a_scaled_summary_must_show_its_proofs() {
+        let mut s = good();
+        s["topology"] = json!("scaled");
+        assert!(check(&s).unwrap_err()[0].contains("scaled.proofs is missing"));
+        let kills: Vec<Value> = crate::scaled::victims()
+            .iter()
+            .map(|n| json!({"name": n, "ok": true}))
+            .collect();
+        s["scaled"] = json!({
+            "proofs": [{"claim": "both APIs served orders before the kill", "ok": true, "detail": ""}],
+            "breaches": 0,
+            "kill": {"killed": kills},
+        });
+        assert_eq!(check(&s), Ok(()));
+        s["scaled"]["proofs"][0]["ok"] = json!(false);
+        assert!(check(&s).unwrap_err()[0].contains("both APIs"));
+        assert!(table(&s).contains("topology: scaled"));
     }
 
     #[test]

@@ -335,6 +335,53 @@ pub struct Histories {
     pub actions_per_workflow: Vec<u64>,
     /// Mean Actions of each kind per workflow, most first.
     pub actions_by_kind: Vec<(String, f64)>,
+    /// Every workflow and activity task of these workflows: which worker took it.
+    pub tasks: Vec<Task>,
+}
+
+/// One task a worker took, from its `*_TASK_STARTED` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The activity's task queue; for a workflow task, the workflow's.
+    pub queue: String,
+    pub workflow_task: bool,
+    /// The worker's identity (`baedal@<pid>` for this product's workers).
+    pub identity: String,
+    pub at_ms: i64,
+}
+
+/// The workflow and activity tasks of one history, each with its queue and worker.
+pub fn tasks(events: &[Event]) -> Vec<Task> {
+    let workflow_queue = events
+        .iter()
+        .find(|e| e.event_type == "WORKFLOW_EXECUTION_STARTED")
+        .map_or(String::new(), |e| e.task_queue.clone());
+    let scheduled: BTreeMap<i64, &str> = events
+        .iter()
+        .filter(|e| e.event_type == "ACTIVITY_TASK_SCHEDULED")
+        .map(|e| (e.event_id, e.task_queue.as_str()))
+        .collect();
+    events
+        .iter()
+        .filter_map(|e| {
+            let (queue, workflow_task) = match e.event_type.as_str() {
+                "WORKFLOW_TASK_STARTED" => (workflow_queue.clone(), true),
+                "ACTIVITY_TASK_STARTED" => (
+                    scheduled
+                        .get(&e.scheduled_event_id)
+                        .map_or(String::new(), |q| q.to_string()),
+                    false,
+                ),
+                _ => return None,
+            };
+            Some(Task {
+                queue,
+                workflow_task,
+                identity: e.identity.clone(),
+                at_ms: e.at_ms,
+            })
+        })
+        .collect()
 }
 
 const CLOSE_EVENTS: [&str; 6] = [
@@ -374,9 +421,11 @@ pub async fn histories(client: &Client, workflow_ids: &[String]) -> anyhow::Resu
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut actions_per_workflow = Vec::new();
     let mut action_counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut all_tasks = Vec::new();
     for h in fetched {
         let h = h?;
         per_workflow.push(h.len());
+        all_tasks.extend(tasks(&h));
         let actions = billable_actions(&h);
         actions_per_workflow.push(actions.values().sum());
         for (kind, n) in actions {
@@ -392,6 +441,7 @@ pub async fn histories(client: &Client, workflow_ids: &[String]) -> anyhow::Resu
         by_type: means(counts, n),
         actions_per_workflow,
         actions_by_kind: means(action_counts, n),
+        tasks: all_tasks,
     })
 }
 
@@ -400,4 +450,59 @@ fn means(totals: BTreeMap<String, u64>, n: f64) -> Vec<(String, f64)> {
     let mut v: Vec<(String, f64)> = totals.into_iter().map(|(k, c)| (k, c as f64 / n)).collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_carry_their_queue_and_worker() {
+        let ev = |id: i64, t: &str| Event {
+            event_id: id,
+            event_type: t.to_string(),
+            at_ms: id * 10,
+            ..Event::default()
+        };
+        let events = vec![
+            Event {
+                task_queue: "order-fulfillment".into(),
+                ..ev(1, "WORKFLOW_EXECUTION_STARTED")
+            },
+            ev(2, "WORKFLOW_TASK_SCHEDULED"),
+            Event {
+                identity: "baedal@10".into(),
+                ..ev(3, "WORKFLOW_TASK_STARTED")
+            },
+            ev(4, "WORKFLOW_TASK_COMPLETED"),
+            Event {
+                task_queue: "payment".into(),
+                ..ev(5, "ACTIVITY_TASK_SCHEDULED")
+            },
+            Event {
+                identity: "baedal@11".into(),
+                scheduled_event_id: 5,
+                ..ev(6, "ACTIVITY_TASK_STARTED")
+            },
+            ev(7, "ACTIVITY_TASK_COMPLETED"),
+        ];
+        let t = tasks(&events);
+        assert_eq!(
+            t,
+            [
+                Task {
+                    queue: "order-fulfillment".into(),
+                    workflow_task: true,
+                    identity: "baedal@10".into(),
+                    at_ms: 30,
+                },
+                Task {
+                    queue: "payment".into(),
+                    workflow_task: false,
+                    identity: "baedal@11".into(),
+                    at_ms: 60,
+                },
+            ]
+        );
+    }
 }

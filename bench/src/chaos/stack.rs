@@ -214,14 +214,8 @@ impl Stack {
                 .iter()
                 .find(|p| p.name == name)
                 .with_context(|| format!("no process named {name}"))?;
-            procs::process_tree(p.pid)
+            procs::sigkill_tree(p.pid)
         };
-        for pid in &pids {
-            // SAFETY: kill(2) on pids read from /proc; a pid gone meanwhile is ESRCH.
-            unsafe {
-                libc::kill(*pid as i32, libc::SIGKILL);
-            }
-        }
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             self.reap(name);
