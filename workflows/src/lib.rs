@@ -66,7 +66,9 @@ pub fn workflow_id(order_id: &str) -> String {
 /// (`orderNo` in api/web/app.js).
 pub fn order_no(order_id: &str) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let head = order_id.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok());
+    let head = order_id
+        .get(..8)
+        .and_then(|h| u32::from_str_radix(h, 16).ok());
     let bits = head.unwrap_or_else(|| {
         // Not a hex id: its FNV-1a hash instead.
         order_id.bytes().fold(0x811c_9dc5u32, |h, b| {
@@ -95,7 +97,10 @@ mod order_no_tests {
         assert_eq!(order_no("1234abcd9f0e4c5aa1b2c3d4e5f60718"), "28T-AQK");
         let n = order_no("not-hex-at-all");
         assert_eq!(n.len(), 7);
-        assert!(n.chars().all(|c| c == '-' || "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c)));
+        assert!(
+            n.chars()
+                .all(|c| c == '-' || "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c))
+        );
     }
 }
 
