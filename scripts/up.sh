@@ -43,9 +43,11 @@ fi
 holds_lock=1
 stop_leftovers "$PID_FILE"
 
-# UP_PROFILE=debug runs the debug binaries instead (quicker to build; the tests'
-# restart loop uses it).
-profile=${UP_PROFILE:-release}
+# The debug profile by default: the one `make test` builds too, so neither
+# compiles the workspace again after the other (password hashing is optimised
+# in it; see Cargo.toml). UP_PROFILE=release runs the release binaries, as the
+# benchmark and the chaos run do.
+profile=${UP_PROFILE:-debug}
 log "building ($profile)"
 # Only what runs here: the benchmark and chaos tools have their own scripts.
 build=(cargo build --bin baedal-api --bin baedal-worker --bin baedal-paysim)
