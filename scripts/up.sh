@@ -49,9 +49,14 @@ stop_leftovers "$PID_FILE"
 # benchmark and the chaos run do.
 profile=${UP_PROFILE:-debug}
 log "building ($profile)"
-# Only what runs here: the benchmark and chaos tools have their own scripts.
-build=(cargo build --bin baedal-api --bin baedal-worker --bin baedal-paysim)
-[ "$profile" = release ] && build+=(--release)
+if [ "$profile" = release ]; then
+  # Only what runs here: the benchmark and chaos tools have their own scripts.
+  build=(cargo build --release --bin baedal-api --bin baedal-worker --bin baedal-paysim)
+else
+  # Exactly what `make test` builds first: built with the tests' dependencies
+  # and features once, the workspace is not compiled again by `make test`.
+  build=(cargo build --workspace --bins --tests)
+fi
 "${build[@]}"
 ensure_temporal
 
