@@ -6,6 +6,7 @@
 //! APIs and two workers per context, part of it killed midway (see `scaled`).
 
 mod actions;
+mod dispatch;
 mod http;
 mod lifecycle;
 mod procs;
@@ -147,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         .as_slice()
     {
         [] | ["run"] => run(Config::from_env()?).await,
+        ["dispatch"] => dispatch::run().await,
         ["check", path] => {
             let s: Value = serde_json::from_slice(
                 &std::fs::read(path).with_context(|| format!("reading {path}"))?,
@@ -162,7 +164,9 @@ async fn main() -> anyhow::Result<()> {
                 Err(problems) => anyhow::bail!("{path}:\n  {}", problems.join("\n  ")),
             }
         }
-        _ => anyhow::bail!("usage: baedal-bench [run] | baedal-bench check <summary.json>"),
+        _ => anyhow::bail!(
+            "usage: baedal-bench [run] | baedal-bench dispatch | baedal-bench check <summary.json>"
+        ),
     }
 }
 
