@@ -228,6 +228,7 @@ async fn a_rider_declining_and_accepting_at_once_declines_and_the_offer_moves_on
     assert_eq!(mine, json!([]));
     let o = s.wait_status(&id, &customer, "ACCEPTED").await;
     assert_eq!(statuses(&o), ["PAID", "ACCEPTED"]);
+    record_history(&s, &id, "race_offer_decline").await;
 }
 
 /// The delivery context puts an offer on the rider's screen before the order's

@@ -63,10 +63,14 @@ async fn every_recorded_history_replays_against_todays_workflow() {
         .map(String::from)
         .collect();
     let before_feed = serial.iter().map(|p| format!("before_change_feed/{p}"));
+    // A rider's decline and an offer's lapse, recorded by the code before they
+    // shared one `end_offer` step (8f770d9): that step must replay them.
+    let offer_ends = ["race_offer_decline.json", "offer_lapsed.json"].map(String::from);
     for path in oldest
         .into_iter()
         .chain(before_feed)
         .chain(serial.iter().cloned())
+        .chain(offer_ends)
     {
         assert!(
             names.contains(&path.as_str()),

@@ -189,6 +189,7 @@ async fn unanswered_offer_times_out_to_the_next_nearest_rider() {
         .await;
     assert_eq!(code, 200, "{b}");
     s.wait_status(&id, &customer, "RIDER_ASSIGNED").await;
+    record_history(&s, &id, "offer_lapsed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
