@@ -54,17 +54,9 @@ pub struct Metrics {
     requests: IntCounterVec,
     durations: HistogramVec,
     throttled: IntCounterVec,
-    streams_open: IntGauge,
-    breaker_state: IntGauge,
-    breaker_refused: IntCounter,
-    breaker_transitions: IntCounterVec,
-    refunds_awaiting_operator: IntGauge,
     /// What the event streams cost the order store (see live.rs).
     pub live_polls: IntCounter,
     pub stream_reads: IntCounter,
-    /// Held while the breaker's counters are copied in: two scrapes at once
-    /// must not both add the same difference.
-    mirroring: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -97,31 +89,6 @@ impl Metrics {
             &["limit"],
         )
         .unwrap();
-        let streams_open =
-            IntGauge::new("baedal_event_streams_open", "Order event streams open now").unwrap();
-        let breaker_state = IntGauge::new(
-            "baedal_breaker_state",
-            "The payment breaker: 0 closed, 1 half open, 2 open",
-        )
-        .unwrap();
-        let breaker_refused = IntCounter::new(
-            "baedal_breaker_refused_total",
-            "Payments this process refused while the breaker was open",
-        )
-        .unwrap();
-        let breaker_transitions = IntCounterVec::new(
-            Opts::new(
-                "baedal_breaker_transitions_total",
-                "Times this process saw the payment breaker open or close",
-            ),
-            &["to"],
-        )
-        .unwrap();
-        let refunds_awaiting_operator = IntGauge::new(
-            "baedal_refunds_awaiting_operator",
-            "Refunds the gateway refused for good, each waiting for an operator",
-        )
-        .unwrap();
         let live_polls = IntCounter::new(
             "baedal_live_polls_total",
             "Queries of the one poller that wakes this process's event streams",
@@ -138,11 +105,6 @@ impl Metrics {
             Box::new(requests.clone()),
             Box::new(durations.clone()),
             Box::new(throttled.clone()),
-            Box::new(streams_open.clone()),
-            Box::new(breaker_state.clone()),
-            Box::new(breaker_refused.clone()),
-            Box::new(breaker_transitions.clone()),
-            Box::new(refunds_awaiting_operator.clone()),
         ] {
             registry.register(c).unwrap();
         }
@@ -151,14 +113,8 @@ impl Metrics {
             requests,
             durations,
             throttled,
-            streams_open,
-            breaker_state,
-            breaker_refused,
-            breaker_transitions,
-            refunds_awaiting_operator,
             live_polls,
             stream_reads,
-            mirroring: std::sync::Mutex::new(()),
         }
     }
 
@@ -202,36 +158,71 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
     res
 }
 
-/// `GET /metrics`: every series above, read now.
+/// `GET /metrics`: every series above. The gauges and the breaker's counters
+/// are read now, from where they live (the stream slots, the breaker, the
+/// payment store), into a registry of this scrape's own.
 pub async fn serve(State(st): State<AppState>) -> Response {
-    let m = &st.metrics;
-    m.streams_open.set(st.streams.count() as i64);
+    let now = Registry::new();
+    let gauge = |name: &str, help: &str, v: i64| {
+        let g = IntGauge::new(name, help).unwrap();
+        g.set(v);
+        now.register(Box::new(g)).unwrap();
+    };
+    gauge(
+        "baedal_event_streams_open",
+        "Order event streams open now",
+        st.streams.count() as i64,
+    );
     let b = &st.breaker.metrics;
-    {
-        let _one_at_a_time = m.mirroring.lock().unwrap();
-        m.breaker_refused
-            .inc_by(b.refused.load(Ordering::Relaxed) - m.breaker_refused.get());
-        for (to, n) in [("open", &b.opened), ("closed", &b.closed)] {
-            let c = m.breaker_transitions.with_label_values(&[to]);
-            c.inc_by(n.load(Ordering::Relaxed) - c.get());
-        }
+    let refused = IntCounter::new(
+        "baedal_breaker_refused_total",
+        "Payments this process refused while the breaker was open",
+    )
+    .unwrap();
+    refused.inc_by(b.refused.load(Ordering::Relaxed));
+    now.register(Box::new(refused)).unwrap();
+    let transitions = IntCounterVec::new(
+        Opts::new(
+            "baedal_breaker_transitions_total",
+            "Times this process saw the payment breaker open or close",
+        ),
+        &["to"],
+    )
+    .unwrap();
+    for (to, n) in [("open", &b.opened), ("closed", &b.closed)] {
+        transitions
+            .with_label_values(&[to])
+            .inc_by(n.load(Ordering::Relaxed));
     }
-    // The stores may be down while the gateway still answers: the series keep
-    // their last values, and the rest is still served.
+    now.register(Box::new(transitions)).unwrap();
+    // The stores may be down while the gateway still answers: then these two
+    // are left out, and the rest is still served.
     match st.breaker.state().await.as_deref() {
-        Ok("closed") => m.breaker_state.set(0),
-        Ok("half_open") => m.breaker_state.set(1),
-        Ok(_) => m.breaker_state.set(2),
+        Ok(state) => gauge(
+            "baedal_breaker_state",
+            "The payment breaker: 0 closed, 1 half open, 2 open",
+            match state {
+                "closed" => 0,
+                "half_open" => 1,
+                _ => 2,
+            },
+        ),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "metrics: the breaker's state"),
     }
     match baedal_activities::payment::refunds_awaiting_operator(&st.dbs.payment).await {
-        Ok(n) => m.refunds_awaiting_operator.set(n),
+        Ok(n) => gauge(
+            "baedal_refunds_awaiting_operator",
+            "Refunds the gateway refused for good, each waiting for an operator",
+            n,
+        ),
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "metrics: refunds awaiting an operator")
         }
     }
+    let mut families = st.metrics.registry.gather();
+    families.extend(now.gather());
     let mut body = Vec::new();
-    if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut body) {
+    if let Err(e) = TextEncoder::new().encode(&families, &mut body) {
         tracing::error!(error = %e, "encoding metrics");
     }
     (

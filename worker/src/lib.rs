@@ -110,12 +110,15 @@ pub async fn run(
         let name = context.name();
         let mut started = host.start(context).await?;
         relays.extend(started.tasks);
-        started
-            .options
-            .activity_inbound_interceptor(metrics::ActivityOutcomes {
-                metrics: metrics.clone(),
-                context: name,
-            });
+        // Counted only where someone can read the count.
+        if cfg.metrics_addr.is_some() {
+            started
+                .options
+                .activity_inbound_interceptor(metrics::ActivityOutcomes {
+                    metrics: metrics.clone(),
+                    context: name,
+                });
+        }
         let worker = Worker::new(&runtime, client.clone(), started.options)
             .with_context(|| format!("starting the {name} worker"))?;
         tracing::info!(context = name, "worker started");
