@@ -7,6 +7,13 @@
 #   scripts/bench.sh --smoke    a short run on the debug binaries `make test` built;
 #                               ends by checking target/bench/smoke-summary.json
 #
+# After the order lifecycles (one process only), the same stack serves the
+# live-updates run: `baedal-bench streams` opens BENCH_STREAMS event streams
+# (10,000; the smoke run 200) over BENCH_STREAM_ORDERS orders on the one API,
+# idles them, changes every order and times each change to every stream
+# (target/bench/streams.json). The full run then measures the nearest-rider
+# search with `baedal-bench dispatch` (target/bench/dispatch.json).
+#
 # BENCH_TOPOLOGY=scaled: the same on the scaled topology instead of one API and
 # one worker for every context: Postgres (a fresh database, one schema per
 # context), two baedal-api and two baedal-worker per context, each a process of
@@ -80,6 +87,21 @@ done
 ensure_wrk
 
 concurrency=${BENCH_CONCURRENCY:-32}
+if [ $smoke = 1 ]; then
+  export BENCH_STREAMS=${BENCH_STREAMS:-200} BENCH_STREAM_ORDERS=${BENCH_STREAM_ORDERS:-20}
+  export BENCH_STREAMS_IDLE_S=${BENCH_STREAMS_IDLE_S:-2}
+  export BENCH_STREAMS_OUT=${BENCH_STREAMS_OUT:-target/bench/smoke-streams.json}
+fi
+export BENCH_STREAMS=${BENCH_STREAMS:-10000}
+# One descriptor per stream in the driver and in the API, and some to spare.
+fds=$(ulimit -Hn)
+if [ "$fds" != unlimited ]; then
+  ulimit -n "$fds"
+  if [ "$BENCH_STREAMS" -gt $((fds - 1000)) ]; then
+    log "this shell allows $fds open files per process: BENCH_STREAMS lowered from $BENCH_STREAMS to $((fds - 1000))"
+    export BENCH_STREAMS=$((fds - 1000))
+  fi
+fi
 export BENCH_RIDERS=${BENCH_RIDERS:-$((concurrency * 2))}
 
 if [ -z "${BENCH_URL:-}" ]; then
@@ -89,9 +111,13 @@ if [ -z "${BENCH_URL:-}" ]; then
   # Its own servers, whatever the environment names (as for the payment gateway).
   unset PAYMENT_GATEWAY_URL BAEDAL_CONTEXTS NATS_URL BAEDAL_TASK_QUEUE_PREFIX METRICS_ADDR
   export RUST_LOG=${RUST_LOG:-warn}
-  export SHOP_ACCEPT_TIMEOUT=60s RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
+  export RIDER_OFFER_TIMEOUT=20s RIDER_SEARCH_TIMEOUT=60s
   # The driver reports its riders' positions once, at the start.
   export RIDER_STALE_AFTER=2h
+  # The live-updates run keeps its orders waiting for the owner while it
+  # opens its streams and idles them; and it opens up to 10,000 streams, as
+  # two customers, on one API.
+  export SHOP_ACCEPT_TIMEOUT=10m SSE_STREAMS_PER_USER=10000 SSE_STREAMS_MAX=20000
   export BAEDAL_DEMO=1
   # The benchmark orders far faster than any customer: no per-customer limit.
   export ORDERS_PER_CUSTOMER=10000000
@@ -153,4 +179,20 @@ log "benchmark: ${BENCH_ORDERS:-500} orders at concurrency $concurrency, $BENCH_
 "$bin/baedal-bench"
 if [ $smoke = 1 ]; then
   "$bin/baedal-bench" check "$BENCH_OUT"
+fi
+if [ "$topology" = single ]; then
+  log "live updates: $BENCH_STREAMS event streams on one API"
+  "$bin/baedal-bench" streams >/dev/null
+  if [ $smoke = 1 ]; then
+    "$bin/baedal-bench" check-streams "$BENCH_STREAMS_OUT"
+  else
+    log "live updates: target/bench/streams.json"
+  fi
+fi
+if [ $smoke = 0 ] && [ "$topology" = single ]; then
+  stop_all
+  trap 'exit 130' INT TERM
+  log "dispatch: the nearest-rider search with 1,000 / 10,000 / 100,000 riders"
+  "$bin/baedal-bench" dispatch >/dev/null
+  log "dispatch: target/bench/dispatch.json"
 fi

@@ -561,7 +561,7 @@ pub async fn basket_totals(api: &Api) -> anyhow::Result<[i64; 2]> {
 }
 
 /// Customer `who` orders two items from shop `who` and pays with the approving token.
-async fn place(api: &Api, users: &Users, kind: &str, who: usize) -> Result<Placed, String> {
+pub async fn place(api: &Api, users: &Users, kind: &str, who: usize) -> Result<Placed, String> {
     let a = api
         .post(
             kind,

@@ -13,6 +13,7 @@ mod procs;
 mod report;
 mod scaled;
 mod stats;
+mod streams;
 mod temporal;
 mod wrk;
 
@@ -149,11 +150,21 @@ async fn main() -> anyhow::Result<()> {
     {
         [] | ["run"] => run(Config::from_env()?).await,
         ["dispatch"] => dispatch::run().await,
+        ["streams"] => streams::run().await,
+        ["check-streams", path] => {
+            let s = read_json(path)?;
+            match streams::check(&s) {
+                Ok(()) => {
+                    progress(&format!(
+                        "{path}: every stream opened and got every change once; idle streams read nothing"
+                    ));
+                    Ok(())
+                }
+                Err(problems) => anyhow::bail!("{path}:\n  {}", problems.join("\n  ")),
+            }
+        }
         ["check", path] => {
-            let s: Value = serde_json::from_slice(
-                &std::fs::read(path).with_context(|| format!("reading {path}"))?,
-            )
-            .with_context(|| format!("{path} is not JSON"))?;
+            let s = read_json(path)?;
             match report::check(&s) {
                 Ok(()) => {
                     progress(&format!(
@@ -165,9 +176,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         _ => anyhow::bail!(
-            "usage: baedal-bench [run] | baedal-bench dispatch | baedal-bench check <summary.json>"
+            "usage: baedal-bench [run] | baedal-bench dispatch | baedal-bench streams | baedal-bench check <summary.json> | baedal-bench check-streams <streams.json>"
         ),
     }
+}
+
+fn read_json(path: &str) -> anyhow::Result<Value> {
+    serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {path}"))?)
+        .with_context(|| format!("{path} is not JSON"))
 }
 
 async fn wait_healthy(api: &Api, base: &str) -> anyhow::Result<()> {

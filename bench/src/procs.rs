@@ -247,10 +247,20 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
+/// Resident memory (VmRSS) of one process now, in MiB.
+pub fn rss_mb(pid: u32) -> Option<f64> {
+    status_kb(pid, "VmRSS:").map(|kb| kb as f64 / 1024.0)
+}
+
+/// A `kB` figure of /proc/<pid>/status.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
