@@ -372,7 +372,7 @@ let cart = null; // {shopId, lines: Map(menuId -> {menu, qty}), form: {...}, pen
 function shopView(shopId, alive) {
   if (!cart || String(cart.shopId) !== String(shopId)) {
     cart = { shopId, lines: new Map(), pending: null,
-      form: { text: '서울특별시 강남구 강남대로 396', lat: '37.4979', lon: '127.0276', phone: '010-1234-5678', token: 'tok_ok' } };
+      form: { text: '서울특별시 강남구 테헤란로 152', lat: '37.5000', lon: '127.0366', phone: '010-1234-5678', token: 'tok_ok' } };
   }
   const title = h('h2', null, t('menu'));
   const menu = h('ul', { class: 'list', testid: 'menu' }, h('li', { class: 'empty' }, t('loading')));

@@ -50,7 +50,8 @@ async function shot(page, name) {
 }
 
 async function login(username, viewport = PHONE, options = {}) {
-  const ctx = await browser.newContext({ viewport, ...options });
+  // Seoul's clock, as the product's users read it (notification texts are in KST).
+  const ctx = await browser.newContext({ viewport, timezoneId: 'Asia/Seoul', ...options });
   contexts.push(ctx);
   const page = await ctx.newPage();
   page.on('pageerror', (e) => pageErrors.push(`${username}: ${e.message}`));
