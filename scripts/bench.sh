@@ -92,7 +92,7 @@ if [ $smoke = 1 ]; then
   export BENCH_STREAMS_IDLE_S=${BENCH_STREAMS_IDLE_S:-2}
   export BENCH_STREAMS_OUT=${BENCH_STREAMS_OUT:-target/bench/smoke-streams.json}
 fi
-export BENCH_STREAMS=${BENCH_STREAMS:-10000}
+export BENCH_STREAMS=${BENCH_STREAMS:-10000} BENCH_STREAMS_OUT=${BENCH_STREAMS_OUT:-target/bench/streams.json}
 # One descriptor per stream in the driver and in the API, and some to spare.
 fds=$(ulimit -Hn)
 if [ "$fds" != unlimited ]; then
@@ -186,7 +186,7 @@ if [ "$topology" = single ]; then
   if [ $smoke = 1 ]; then
     "$bin/baedal-bench" check-streams "$BENCH_STREAMS_OUT"
   else
-    log "live updates: target/bench/streams.json"
+    log "live updates: $BENCH_STREAMS_OUT"
   fi
 fi
 if [ $smoke = 0 ] && [ "$topology" = single ]; then
@@ -194,5 +194,5 @@ if [ $smoke = 0 ] && [ "$topology" = single ]; then
   trap 'exit 130' INT TERM
   log "dispatch: the nearest-rider search with 1,000 / 10,000 / 100,000 riders"
   "$bin/baedal-bench" dispatch >/dev/null
-  log "dispatch: target/bench/dispatch.json"
+  log "dispatch: ${BENCH_DISPATCH_OUT:-target/bench/dispatch.json}"
 fi

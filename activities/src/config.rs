@@ -10,6 +10,10 @@ pub struct Config {
     pub http_addr: String,
     pub temporal_address: String,
     pub temporal_namespace: String,
+    /// `TEMPORAL_GRPC_COMPRESSION=gzip`: gzip every gRPC call to Temporal. Off
+    /// by default: the payloads are sealed (AES-GCM ciphertext does not
+    /// compress), and compressing costs CPU on both ends of every call.
+    pub temporal_grpc_gzip: bool,
     /// Prefix for every task queue, so several stacks can share one namespace.
     pub task_queue_prefix: String,
     pub database: DatabaseUrl,
@@ -124,6 +128,11 @@ impl Config {
             http_addr: get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             temporal_address: get("TEMPORAL_ADDRESS").unwrap_or_else(|| "127.0.0.1:7233".into()),
             temporal_namespace: get("TEMPORAL_NAMESPACE").unwrap_or_else(|| "default".into()),
+            temporal_grpc_gzip: match get("TEMPORAL_GRPC_COMPRESSION").as_deref().map(str::trim) {
+                None | Some("none") => false,
+                Some("gzip") => true,
+                Some(v) => bail!("TEMPORAL_GRPC_COMPRESSION={v:?}: expected none or gzip"),
+            },
             task_queue_prefix: get("BAEDAL_TASK_QUEUE_PREFIX").unwrap_or_default(),
             auth_signing_key_file: get("AUTH_SIGNING_KEY_FILE")
                 .unwrap_or_else(|| format!("{data_dir}/auth-signing.key")),

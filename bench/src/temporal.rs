@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, WorkflowFetchHistoryOptions,
+    Client, ClientOptions, Connection, ConnectionOptions, GrpcCompression,
+    WorkflowFetchHistoryOptions,
     WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
     WorkflowUpdateWithStartOptions,
 };
@@ -89,6 +90,14 @@ pub async fn connect(address: &str, namespace: &str) -> anyhow::Result<Client> {
         Connection::connect(
             ConnectionOptions::new(url)
                 .identity(format!("baedal-bench@{}", std::process::id()))
+                // As the product's processes connect (TEMPORAL_GRPC_COMPRESSION).
+                .grpc_compression(
+                    if std::env::var("TEMPORAL_GRPC_COMPRESSION").as_deref() == Ok("gzip") {
+                        GrpcCompression::Gzip
+                    } else {
+                        GrpcCompression::None
+                    },
+                )
                 .build(),
         ),
     )

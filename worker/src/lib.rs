@@ -8,7 +8,7 @@ use baedal_activities::identity;
 use baedal_workflows::{Context, PaymentReconciliation, ReconcileInput};
 use std::future::Future;
 use std::sync::Arc;
-use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, GrpcCompression};
 use temporalio_common::data_converters::{
     DataConverter, DefaultFailureConverter, PayloadConverter,
 };
@@ -56,6 +56,12 @@ pub async fn connect_sealing(
     let conn = Connection::connect(
         ConnectionOptions::new(url)
             .identity(format!("baedal@{}", std::process::id()))
+            // The SDK gzips by default; sealed payloads do not compress.
+            .grpc_compression(if cfg.temporal_grpc_gzip {
+                GrpcCompression::Gzip
+            } else {
+                GrpcCompression::None
+            })
             .build(),
     )
     .await
