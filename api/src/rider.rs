@@ -112,10 +112,20 @@ async fn live_offer(st: &AppState, rider: &str, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// The delivery is the caller's (404 otherwise).
+/// The delivery is the caller's (404 otherwise). The rider's view follows the
+/// change feed and may lag behind the rider's own accept (a busy or restarted
+/// delivery context: the accept answers after at most a few seconds whether or
+/// not the view caught up); the customer's view, which the order writes before
+/// any action answers, then says who carries the order. The workflow checks
+/// the rider again on every action.
 async fn own_delivery(st: &AppState, rider: &str, id: &str) -> ApiResult<()> {
-    match delivery::find_delivery(&st.dbs.delivery, id).await? {
-        Some((r, _)) if r == rider => Ok(()),
+    if let Some((r, _)) = delivery::find_delivery(&st.dbs.delivery, id).await?
+        && r == rider
+    {
+        return Ok(());
+    }
+    match baedal_activities::order::find(&st.dbs.order, id).await? {
+        Some((_, doc)) if doc["rider"]["id"].as_str() == Some(rider) => Ok(()),
         _ => Err(ApiError::not_found("delivery")),
     }
 }

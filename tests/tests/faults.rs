@@ -347,6 +347,77 @@ async fn a_shop_context_down_for_a_while_catches_up_from_the_change_feed() {
     );
 }
 
+/// The rider's view follows the change feed; a rider who accepted while the
+/// delivery context was away (or far behind) got the accept's answer before
+/// the view held the delivery, and must still be able to pick it up and
+/// deliver it: the benchmark once lost orders to a `404` here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rider_carries_an_order_the_delivery_context_has_not_caught_up_with() {
+    let s = spawn_stack().await;
+    let customer = s.login("customer1").await;
+    let owner = s.login("owner1").await;
+    let riders = s.riders(3).await;
+    let id = s.place(&customer).await;
+    s.owner_sees(&id, &owner).await;
+    s.accept(&id, &owner, 10).await;
+    let (name, token) = s.rider_with_offer(&id, &riders).await;
+    // The offer is made; the delivery context goes away before the accept.
+    s.stop_worker_and_wait(Context::Delivery).await;
+    let (code, b) = s
+        .act(&format!("/api/rider/offers/{id}/accept"), &token, json!({}))
+        .await;
+    assert_eq!(code, 200, "{b}");
+    assert_eq!(b["status"], "RIDER_ASSIGNED");
+    let (_, mine) = s.get("/api/rider/deliveries", &token).await;
+    assert!(
+        !mine.to_string().contains(&id),
+        "the rider's view already holds the delivery, so this test shows nothing: {mine}"
+    );
+    // Nobody else may act on it meanwhile.
+    let (_, other) = riders.iter().find(|(n, _)| *n != name).unwrap();
+    let (code, b) = s
+        .act(
+            &format!("/api/rider/deliveries/{id}/pickup"),
+            other,
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 404, "another rider picked it up: {b}");
+    for (path, token, status) in [
+        (format!("/api/shop/orders/{id}/ready"), &owner, None),
+        (
+            format!("/api/rider/deliveries/{id}/pickup"),
+            &token,
+            Some("PICKED_UP"),
+        ),
+        (
+            format!("/api/rider/deliveries/{id}/complete"),
+            &token,
+            Some("DELIVERED"),
+        ),
+    ] {
+        let (code, b) = s.act(&path, token, json!({})).await;
+        assert_eq!(code, 200, "{path}: {b}");
+        if let Some(status) = status {
+            assert_eq!(b["status"], status, "{path}");
+        }
+    }
+    // Back, the delivery context catches up: the rider's view shows it delivered.
+    s.start_worker(Context::Delivery);
+    s.eventually(
+        "/api/rider/deliveries",
+        &token,
+        Duration::from_secs(30),
+        |l| {
+            l.as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["orderId"] == id.as_str() && d["status"] == "DELIVERED")
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_catch_up_when_their_context_returns() {
     let without = vec![
