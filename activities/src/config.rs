@@ -128,11 +128,7 @@ impl Config {
             http_addr: get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             temporal_address: get("TEMPORAL_ADDRESS").unwrap_or_else(|| "127.0.0.1:7233".into()),
             temporal_namespace: get("TEMPORAL_NAMESPACE").unwrap_or_else(|| "default".into()),
-            temporal_grpc_gzip: match get("TEMPORAL_GRPC_COMPRESSION").as_deref().map(str::trim) {
-                None | Some("none") => false,
-                Some("gzip") => true,
-                Some(v) => bail!("TEMPORAL_GRPC_COMPRESSION={v:?}: expected none or gzip"),
-            },
+            temporal_grpc_gzip: grpc_gzip(get("TEMPORAL_GRPC_COMPRESSION").as_deref())?,
             task_queue_prefix: get("BAEDAL_TASK_QUEUE_PREFIX").unwrap_or_default(),
             auth_signing_key_file: get("AUTH_SIGNING_KEY_FILE")
                 .unwrap_or_else(|| format!("{data_dir}/auth-signing.key")),
@@ -298,6 +294,17 @@ impl DatabaseUrl {
     }
 }
 
+/// `TEMPORAL_GRPC_COMPRESSION` (`none`, the default, or `gzip`): whether
+/// gRPC calls to Temporal are gzipped. Every process that connects to
+/// Temporal reads it here (the benchmark's own client too).
+pub fn grpc_gzip(value: Option<&str>) -> anyhow::Result<bool> {
+    match value.map(str::trim) {
+        None | Some("none") => Ok(false),
+        Some("gzip") => Ok(true),
+        Some(v) => bail!("TEMPORAL_GRPC_COMPRESSION={v:?}: expected none or gzip"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +325,14 @@ mod tests {
         assert_eq!(c.database, DatabaseUrl::SqliteDir("./data".into()));
         assert_eq!(c.payment_timeout, Duration::from_millis(1000));
         assert_eq!(c.contexts.len(), 5);
+    }
+
+    #[test]
+    fn grpc_compression_is_off_unless_asked_for() {
+        assert!(!grpc_gzip(None).unwrap());
+        assert!(!grpc_gzip(Some("none")).unwrap());
+        assert!(grpc_gzip(Some(" gzip ")).unwrap());
+        assert!(grpc_gzip(Some("zstd")).is_err());
     }
 
     #[test]

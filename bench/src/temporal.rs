@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, GrpcCompression,
-    WorkflowFetchHistoryOptions,
-    WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
-    WorkflowUpdateWithStartOptions,
+    WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
+    WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::UntypedWorkflow;
 use temporalio_macros::{activities, workflow, workflow_methods};
@@ -92,7 +91,9 @@ pub async fn connect(address: &str, namespace: &str) -> anyhow::Result<Client> {
                 .identity(format!("baedal-bench@{}", std::process::id()))
                 // As the product's processes connect (TEMPORAL_GRPC_COMPRESSION).
                 .grpc_compression(
-                    if std::env::var("TEMPORAL_GRPC_COMPRESSION").as_deref() == Ok("gzip") {
+                    if baedal_activities::config::grpc_gzip(
+                        std::env::var("TEMPORAL_GRPC_COMPRESSION").ok().as_deref(),
+                    )? {
                         GrpcCompression::Gzip
                     } else {
                         GrpcCompression::None
