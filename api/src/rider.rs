@@ -112,18 +112,13 @@ async fn live_offer(st: &AppState, rider: &str, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// The delivery is the caller's (404 otherwise). The rider's view follows the
-/// change feed and may lag behind the rider's own accept (a busy or restarted
-/// delivery context: the accept answers after at most a few seconds whether or
-/// not the view caught up); the customer's view, which the order writes before
-/// any action answers, then says who carries the order. The workflow checks
-/// the rider again on every action.
+/// The delivery is the caller's (404 otherwise), as the order itself says: its
+/// customer's view is written before any action answers, so it names the rider
+/// from the moment their accept is answered. The rider's own view follows the
+/// change feed and may lag behind that accept (a busy or restarted delivery
+/// context; the accept answers after a few seconds whether or not it caught
+/// up). The workflow checks the rider again on every action.
 async fn own_delivery(st: &AppState, rider: &str, id: &str) -> ApiResult<()> {
-    if let Some((r, _)) = delivery::find_delivery(&st.dbs.delivery, id).await?
-        && r == rider
-    {
-        return Ok(());
-    }
     match baedal_activities::order::find(&st.dbs.order, id).await? {
         Some((_, doc)) if doc["rider"]["id"].as_str() == Some(rider) => Ok(()),
         _ => Err(ApiError::not_found("delivery")),

@@ -120,19 +120,6 @@ pub async fn deliveries_for(
     page.docs(rows)
 }
 
-pub async fn find_delivery(
-    db: &Db,
-    order_id: &str,
-) -> anyhow::Result<Option<(String, serde_json::Value)>> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT rider_id, doc FROM delivery_info WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(db)
-            .await?;
-    row.map(|(r, d)| Ok((r, serde_json::from_str(&d)?)))
-        .transpose()
-}
-
 /// The rider's view of a delivery.
 pub fn delivery_info(o: &OrderSnapshot) -> serde_json::Value {
     json!({
