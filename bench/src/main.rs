@@ -7,6 +7,7 @@
 
 mod actions;
 mod dispatch;
+mod env;
 mod http;
 mod lifecycle;
 mod procs;
@@ -71,18 +72,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let var = |k: &str, d: &str| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| d.into())
-        };
-        let n = |k: &str, d: u64| -> anyhow::Result<u64> {
-            let v = var(k, &d.to_string());
-            v.trim()
-                .parse()
-                .with_context(|| format!("{k}={v:?} is not a whole number"))
-        };
+        use crate::env::{var, whole as n};
         let orders = n("BENCH_ORDERS", 500)? as usize;
         let concurrency = (n("BENCH_CONCURRENCY", 32)? as usize).max(1);
         let paysim_default = var("PAYMENT_GATEWAY_URL", "http://127.0.0.1:28090");
@@ -151,39 +141,38 @@ async fn main() -> anyhow::Result<()> {
         [] | ["run"] => run(Config::from_env()?).await,
         ["dispatch"] => dispatch::run().await,
         ["streams"] => streams::run().await,
-        ["check-streams", path] => {
-            let s = read_json(path)?;
-            match streams::check(&s) {
-                Ok(()) => {
-                    progress(&format!(
-                        "{path}: every stream opened and got every change once; idle streams read nothing"
-                    ));
-                    Ok(())
-                }
-                Err(problems) => anyhow::bail!("{path}:\n  {}", problems.join("\n  ")),
-            }
-        }
-        ["check", path] => {
-            let s = read_json(path)?;
-            match report::check(&s) {
-                Ok(()) => {
-                    progress(&format!(
-                        "{path}: shape ok, no lost or double-charged orders"
-                    ));
-                    Ok(())
-                }
-                Err(problems) => anyhow::bail!("{path}:\n  {}", problems.join("\n  ")),
-            }
-        }
+        ["check", path] => judge(
+            path,
+            report::check,
+            "shape ok, no lost or double-charged orders",
+        ),
+        ["check-streams", path] => judge(
+            path,
+            streams::check,
+            "every stream opened and got every change once; idle streams read nothing",
+        ),
         _ => anyhow::bail!(
             "usage: baedal-bench [run] | baedal-bench dispatch | baedal-bench streams | baedal-bench check <summary.json> | baedal-bench check-streams <streams.json>"
         ),
     }
 }
 
-fn read_json(path: &str) -> anyhow::Result<Value> {
-    serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {path}"))?)
-        .with_context(|| format!("{path} is not JSON"))
+/// Reads a summary and runs a smoke run's check on it.
+fn judge(
+    path: &str,
+    check: fn(&Value) -> Result<(), Vec<String>>,
+    passed: &str,
+) -> anyhow::Result<()> {
+    let s: Value =
+        serde_json::from_slice(&std::fs::read(path).with_context(|| format!("reading {path}"))?)
+            .with_context(|| format!("{path} is not JSON"))?;
+    match check(&s) {
+        Ok(()) => {
+            progress(&format!("{path}: {passed}"));
+            Ok(())
+        }
+        Err(problems) => anyhow::bail!("{path}:\n  {}", problems.join("\n  ")),
+    }
 }
 
 async fn wait_healthy(api: &Api, base: &str) -> anyhow::Result<()> {

@@ -18,7 +18,6 @@ use crate::http::Api;
 use crate::lifecycle::{self, Placed};
 use crate::procs::Watched;
 use crate::stats::{Recorder, Summary, round};
-use anyhow::Context as _;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -41,18 +40,7 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> anyhow::Result<Self> {
-        let var = |k: &str, d: &str| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| d.into())
-        };
-        let n = |k: &str, d: u64| -> anyhow::Result<u64> {
-            let v = var(k, &d.to_string());
-            v.trim()
-                .parse()
-                .with_context(|| format!("{k}={v:?} is not a whole number"))
-        };
+        use crate::env::{var, whole as n};
         let streams = n("BENCH_STREAMS", 10_000)?.max(1) as usize;
         let orders = (n("BENCH_STREAM_ORDERS", 500)? as usize).clamp(2, streams.max(2));
         Ok(Settings {

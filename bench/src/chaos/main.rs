@@ -14,6 +14,10 @@
 //!              [--worker-kills N] [--api-kills N] [--temporal-restarts N] [--settle-s N]
 //! ```
 
+// Its whole numbers come from flags as well: `whole` is the benchmark's.
+#[allow(dead_code)]
+#[path = "../env.rs"]
+mod env;
 #[allow(dead_code)]
 #[path = "../http.rs"]
 mod http;
@@ -60,12 +64,7 @@ struct Options {
 
 impl Options {
     fn parse() -> anyhow::Result<Self> {
-        let env = |k: &str, d: &str| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| d.to_string())
-        };
+        let env = env::var;
         let seed_now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 % 1_000_000;
         let mut o = Options {
             seed: seed_now,
