@@ -180,26 +180,41 @@ impl Feed {
                 return Ok(());
             }
             let batch = outbox::oldest(db, RELAY_BATCH).await?;
-            if batch.is_empty() {
+            let full = batch.len() as i64 == RELAY_BATCH;
+            if !batch.is_empty() {
+                self.publish(&js, db, &batch).await?;
+            }
+            // A short batch was everything there was: wait for the next change
+            // (a change recorded meanwhile has left its wake-up) instead of
+            // reading the outbox again to find it empty.
+            if !full {
                 tokio::select! {
                     _ = recorded.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                continue;
             }
-            let mut acks = Vec::with_capacity(batch.len());
-            for p in &batch {
-                let message = PublishMessage::build()
-                    .payload(self.seal(&p.change)?.into())
-                    .message_id(p.message_id());
-                acks.push(js.send_publish(self.subject.clone(), message).await?);
-            }
-            for ack in acks {
-                ack.await?;
-            }
-            outbox::published(db, &batch).await?;
         }
+    }
+
+    /// Hands `batch` to the broker and, once it has stored every one, clears it from the outbox.
+    async fn publish(
+        &self,
+        js: &jetstream::Context,
+        db: &Db,
+        batch: &[outbox::Pending],
+    ) -> anyhow::Result<()> {
+        let mut acks = Vec::with_capacity(batch.len());
+        for p in batch {
+            let message = PublishMessage::build()
+                .payload(self.seal(&p.change)?.into())
+                .message_id(p.message_id());
+            acks.push(js.send_publish(self.subject.clone(), message).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        outbox::published(db, batch).await
     }
 
     /// Applies the stream's changes to one context's store, in order, until `stop`.

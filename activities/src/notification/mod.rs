@@ -176,45 +176,94 @@ pub async fn apply(db: &Db, webhook: bool, change: &OrderChange) -> anyhow::Resu
 }
 
 /// Feed rows (and outbox rows for the webhook) of these status changes, one per
-/// recipient, in one transaction; repeats are ignored by key.
+/// recipient; repeats are ignored by key. Each table takes its rows in one
+/// statement (a change has a few recipients, and every statement is a round
+/// trip to the store); with the webhook, both statements share a transaction.
 async fn announce(
     db: &Db,
     webhook: bool,
     o: &OrderSnapshot,
     changes: &[HistoryEntry],
 ) -> anyhow::Result<()> {
-    let mut tx = db.begin().await?;
+    struct Row {
+        key: String,
+        to: String,
+        status: &'static str,
+        text: String,
+        at: i64,
+        seq: i64,
+    }
+    let mut rows = Vec::new();
     for change in changes {
         let seq = o.history.iter().position(|h| h == change).unwrap_or(0) as i64;
         let text = message(o, change.status);
         for to in recipients(o, change.status) {
-            let key = format!("{}:{}:{}", o.order_id, change.status, to);
-            sqlx::query(
-                "INSERT INTO notifications (dedupe_key, recipient, order_id, status, text, at, seq)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING",
-            )
-            .bind(&key)
-            .bind(&to)
-            .bind(&o.order_id)
-            .bind(change.status.as_str())
-            .bind(&text)
-            .bind(change.at)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-            if webhook {
-                let payload = json!({"to": to, "orderId": o.order_id, "status": change.status, "text": text, "dedupeKey": key});
-                sqlx::query(
-                        "INSERT INTO outbox (dedupe_key, payload, attempts, next_attempt_at, delivered_at)
-                         VALUES ($1, $2, 0, 0, NULL) ON CONFLICT (dedupe_key) DO NOTHING",
-                    )
-                    .bind(&key)
-                    .bind(payload.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            rows.push(Row {
+                key: format!("{}:{}:{}", o.order_id, change.status, to),
+                to,
+                status: change.status.as_str(),
+                text: text.clone(),
+                at: change.at,
+                seq,
+            });
         }
     }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut feed = String::from(
+        "INSERT INTO notifications (dedupe_key, recipient, order_id, status, text, at, seq) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let n = 7 * i;
+        if i > 0 {
+            feed.push_str(", ");
+        }
+        feed.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7
+        ));
+    }
+    feed.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
+    let mut feed_rows = sqlx::query(&feed);
+    for r in &rows {
+        feed_rows = feed_rows
+            .bind(&r.key)
+            .bind(&r.to)
+            .bind(&o.order_id)
+            .bind(r.status)
+            .bind(&r.text)
+            .bind(r.at)
+            .bind(r.seq);
+    }
+    if !webhook {
+        feed_rows.execute(db).await?;
+        return Ok(());
+    }
+    let mut outbox = String::from(
+        "INSERT INTO outbox (dedupe_key, payload, attempts, next_attempt_at, delivered_at) VALUES ",
+    );
+    for i in 0..rows.len() {
+        if i > 0 {
+            outbox.push_str(", ");
+        }
+        outbox.push_str(&format!("(${}, ${}, 0, 0, NULL)", 2 * i + 1, 2 * i + 2));
+    }
+    outbox.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
+    let mut outbox_rows = sqlx::query(&outbox);
+    for r in &rows {
+        let payload = json!({"to": r.to, "orderId": o.order_id, "status": r.status, "text": r.text, "dedupeKey": r.key});
+        outbox_rows = outbox_rows.bind(&r.key).bind(payload.to_string());
+    }
+    let mut tx = db.begin().await?;
+    feed_rows.execute(&mut *tx).await?;
+    outbox_rows.execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
