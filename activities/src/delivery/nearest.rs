@@ -2,9 +2,9 @@
 //! on SQLite and Postgres: each rider row carries the H3 cell (resolution 8,
 //! cells ~0.74 km², from the `h3o` crate) of its last reported position, and a
 //! partial index over the free riders' cells. The search reads the shop's
-//! cell, then ring after ring around it, ranking what it found by exact
-//! great-circle distance; it hands out a rider only once no rider beyond the
-//! rings read so far could be nearer. Far from any rider (past `MAX_RING`) it
+//! cell with its neighbours, then ring after ring around them, ranking what
+//! it found by exact great-circle distance; it hands out a rider only once no
+//! rider beyond the rings read so far could be nearer. Far from any rider (past `MAX_RING`) it
 //! reads every free rider once, so the rules are those of a full scan:
 //! available, no delivery, no live offer, not excluded, not stale.
 
@@ -32,6 +32,15 @@ pub fn cell_of(lat: f64, lon: f64) -> i64 {
 /// smallest cells of the grid.
 fn beyond_rings_m(k: u32) -> f64 {
     f64::from(k) * 3f64.sqrt() * RESOLUTION.edge_length_m() * 0.5
+}
+
+/// The last ring read in one query when the search goes on from ring `next`:
+/// the shop's cell and its neighbours at once (no rider in ring 0 can be
+/// handed out before ring 1 has been read), then one ring at a time. Wider
+/// bands (2–3, 4–7, ...) were measured: fewer queries, but reading cells
+/// past the one that settles the search cost more than the queries saved.
+fn band_end(next: u32) -> u32 {
+    next.clamp(1, MAX_RING)
 }
 
 /// The cells at exactly grid distance `k` from `origin`.
@@ -69,7 +78,7 @@ pub struct Nearest<'a> {
     lon: f64,
     origin: Option<CellIndex>,
     rules: Rules<'a>,
-    /// Rings read so far (`None`: none yet); past `MAX_RING`, everything.
+    /// The outermost ring read so far (`None`: none yet); past `MAX_RING`, everything.
     read: Option<u32>,
     everything: bool,
     seen: HashSet<String>,
@@ -114,9 +123,11 @@ impl<'a> Nearest<'a> {
             let next = self.read.map_or(0, |k| k + 1);
             match self.origin {
                 Some(origin) if next <= MAX_RING => {
-                    let cells = ring(origin, next);
+                    let upto = band_end(next);
+                    let cells: Vec<CellIndex> =
+                        (next..=upto).flat_map(|k| ring(origin, k)).collect();
                     self.load(db, Some(&cells)).await?;
-                    self.read = Some(next);
+                    self.read = Some(upto);
                 }
                 _ => {
                     self.load(db, None).await?;
@@ -329,6 +340,21 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_first_read_takes_ring_0_and_1_and_each_later_one_ring() {
+        let mut next = 0;
+        let mut bands = Vec::new();
+        while next <= MAX_RING {
+            let end = band_end(next);
+            assert!(end >= next, "band from {next} ends at {end}");
+            bands.push((next, end));
+            next = end + 1;
+        }
+        assert_eq!(bands[0], (0, 1));
+        assert!(bands[1..].iter().all(|(a, b)| a == b), "{bands:?}");
+        assert_eq!(bands.last(), Some(&(MAX_RING, MAX_RING)));
     }
 
     #[tokio::test]
