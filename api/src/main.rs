@@ -3,6 +3,11 @@
 use baedal_activities::Config;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: glibc's malloc and free were
+/// about a tenth of this process's CPU under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
