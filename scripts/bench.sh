@@ -24,6 +24,13 @@
 # the Postgres server: BENCH_POSTGRES_URL, else BAEDAL_TEST_POSTGRES_URL, else
 # postgres://postgres@127.0.0.1:5432/test.
 #
+# BENCH_BIN=<dir> runs the binaries in that directory instead of building
+# (baedal-api, baedal-worker, baedal-paysim, baedal-bench): a before and an
+# after kept aside can then be measured back to back.
+#
+# BENCH_ONLY=lifecycles stops after the lifecycles (with the ceiling, place
+# overhead and read paths): for comparing changes to the order's cost.
+#
 # BENCH_URL=http://host:port drives a stack that is already running instead
 # (then TEMPORAL_ADDRESS and PAYMENT_GATEWAY_URL must point at its Temporal and
 # payment gateway, and it must seed at least BENCH_RIDERS riders); per-process
@@ -77,10 +84,12 @@ else
     metrics_port=28140 pg_port=28532
   fi
   export BENCH_OUT=${BENCH_OUT:-target/bench/$out.json}
-  log "building (release)"
-  cargo build --release --bins
+  if [ -z "${BENCH_BIN:-}" ]; then
+    log "building (release)"
+    cargo build --release --bins
+  fi
 fi
-bin=target/$profile
+bin=${BENCH_BIN:-target/$profile}
 for b in baedal-api baedal-worker baedal-paysim baedal-bench; do
   [ -x "$bin/$b" ] || { log "$bin/$b is missing: build the $profile binaries first"; exit 1; }
 done
@@ -180,7 +189,12 @@ log "benchmark: ${BENCH_ORDERS:-500} orders at concurrency $concurrency, $BENCH_
 if [ $smoke = 1 ]; then
   "$bin/baedal-bench" check "$BENCH_OUT"
 fi
-if [ "$topology" = single ]; then
+only=${BENCH_ONLY:-}
+case "$only" in
+  ""|lifecycles) ;;
+  *) log "BENCH_ONLY=$only: expected lifecycles (or unset)"; exit 2 ;;
+esac
+if [ "$topology" = single ] && [ -z "$only" ]; then
   log "live updates: $BENCH_STREAMS event streams on one API"
   "$bin/baedal-bench" streams >/dev/null
   if [ $smoke = 1 ]; then
@@ -189,7 +203,7 @@ if [ "$topology" = single ]; then
     log "live updates: $BENCH_STREAMS_OUT"
   fi
 fi
-if [ $smoke = 0 ] && [ "$topology" = single ]; then
+if [ $smoke = 0 ] && [ "$topology" = single ] && [ -z "$only" ]; then
   stop_all
   trap 'exit 130' INT TERM
   log "dispatch: the nearest-rider search with 1,000 / 10,000 / 100,000 riders"
