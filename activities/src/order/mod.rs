@@ -226,3 +226,74 @@ impl OrderContext {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::outbox::{self, Pending};
+    use crate::config::DatabaseUrl;
+
+    /// The relay clears what it published in one statement per 200 rows:
+    /// exactly the (order, version) pairs it names, in every chunk, and not
+    /// another version of the same order nor the same version of another.
+    #[tokio::test]
+    async fn the_relay_clears_exactly_the_changes_it_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::SqliteDir(dir.path().display().to_string());
+        let db = crate::db::open(&url, "order", &super::MIGRATOR)
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        for n in 0..150 {
+            for version in 1..=3 {
+                all.push((format!("o{n:03}"), version));
+            }
+        }
+        for (i, (order_id, version)) in all.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_changes (order_id, version, change, recorded_at)
+                 VALUES ($1, $2, '{}', $3)",
+            )
+            .bind(order_id)
+            .bind(version)
+            .bind(i as i64)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        // Every order's versions 1 and 3, and version 2 of every tenth: 315
+        // rows, two statements.
+        let done: Vec<Pending> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, v))| *v != 2 || i % 30 == 1)
+            .map(|(_, (order_id, version))| Pending {
+                order_id: order_id.clone(),
+                version: *version,
+                change: String::new(),
+            })
+            .collect();
+        assert_eq!(done.len(), 315);
+        outbox::published(&db, &done).await.unwrap();
+        let left: Vec<(String, i64)> =
+            sqlx::query_as("SELECT order_id, version FROM order_changes ORDER BY recorded_at")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        let expected: Vec<(String, i64)> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, v))| *v == 2 && i % 30 != 1)
+            .map(|(_, r)| r.clone())
+            .collect();
+        assert_eq!(expected.len(), 135);
+        assert_eq!(left, expected);
+        // What is left is what the relay reads next, oldest first.
+        let next = outbox::oldest(&db, 500).await.unwrap();
+        let ids: Vec<String> = next.iter().map(|p| p.message_id()).collect();
+        let expected_ids: Vec<String> = expected
+            .iter()
+            .map(|(order_id, version)| format!("{order_id}:{version}"))
+            .collect();
+        assert_eq!(ids, expected_ids);
+    }
+}
