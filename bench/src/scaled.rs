@@ -176,8 +176,22 @@ pub struct Kill {
     pub work_before: BTreeMap<String, Result<Work, String>>,
 }
 
-/// Waits until `at` orders have started, reads what each process has done,
-/// then SIGKILLs [`victims`]. None if the lifecycles ended first.
+/// Whether a worker's metrics show work of its context: an activity for the
+/// contexts with Temporal work (order, payment, delivery), a change-feed
+/// message for the others.
+fn has_worked(context: &str, work: &Result<Work, String>) -> bool {
+    match work {
+        Ok(w) if matches!(context, "order" | "payment" | "delivery") => w.activities > 0,
+        Ok(w) => w.feed_changes > 0,
+        Err(_) => false,
+    }
+}
+
+/// Waits until `at` orders have started and every worker's metrics show work
+/// of its context (which worker of a pair Temporal hands a task to is
+/// chance: with a few tasks before the kill, one of a pair may have had none
+/// yet, and the run must show both serving), reads what each process has
+/// done, then SIGKILLs [`victims`]. None if the lifecycles ended first.
 pub async fn kill_midway(
     watched: &Watched,
     api: &Api,
@@ -193,8 +207,26 @@ pub async fn kill_midway(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let work_before = loop {
+        let work = scrape_all(workers).await;
+        let idle: Vec<&str> = workers
+            .iter()
+            .filter(|w| !has_worked(&w.context, &work[&w.name]))
+            .map(|w| w.name.as_str())
+            .collect();
+        if idle.is_empty() {
+            break work;
+        }
+        if done.load(Ordering::SeqCst) {
+            eprintln!(
+                "[bench] the lifecycles ended before {} showed work: no kill",
+                idle.join(", ")
+            );
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let at_order = started.load(Ordering::SeqCst);
-    let work_before = scrape_all(workers).await;
     let after_s = since.elapsed().as_secs_f64();
     let mut killed = Vec::new();
     let mut answered_before = Vec::new();
@@ -681,6 +713,26 @@ pub fn check(s: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_has_worked_by_its_contexts_measure() {
+        let w = |activities, feed_changes| -> Result<Work, String> {
+            Ok(Work {
+                activities,
+                feed_changes,
+            })
+        };
+        // Temporal contexts: a delivery worker that applied feed changes
+        // but took no offer has not yet served as the claim needs.
+        assert!(!has_worked("delivery", &w(0, 38)));
+        assert!(has_worked("delivery", &w(1, 0)));
+        assert!(has_worked("order", &w(3, 0)));
+        assert!(!has_worked("payment", &w(0, 0)));
+        // Feed contexts: the feed is their work.
+        assert!(has_worked("shop", &w(0, 1)));
+        assert!(!has_worked("notification", &w(0, 0)));
+        assert!(!has_worked("shop", &Err("unreadable".into())));
+    }
 
     const METRICS: &str = r#"# HELP baedal_activity_total Activity executions by outcome
 # TYPE baedal_activity_total counter
