@@ -1,6 +1,6 @@
 //! Great-circle distance, used to find the nearest rider.
 
-const EARTH_RADIUS_M: f64 = 6_371_000.0;
+pub const EARTH_RADIUS_M: f64 = 6_371_000.0;
 
 /// Haversine distance in metres between two WGS84 points.
 pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
