@@ -48,7 +48,7 @@ impl Host<'_> {
     /// the relay that publishes its outbox to the change feed.
     async fn order(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open(&cfg.database, "order", &order::MIGRATOR).await?;
+        let db = db::open_with(&cfg.database, "order", &order::MIGRATOR, db::SQLITE_WORKER).await?;
         // The schedule is the operators' safety net, not the order path:
         // a server that will not take it now must not keep orders waiting.
         if let Err(e) = ensure_reconciliation_schedule(cfg, self.client).await {
@@ -87,7 +87,13 @@ impl Host<'_> {
 
     async fn payment(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open(&cfg.database, "payment", &payment::MIGRATOR).await?;
+        let db = db::open_with(
+            &cfg.database,
+            "payment",
+            &payment::MIGRATOR,
+            db::SQLITE_WORKER,
+        )
+        .await?;
         let breaker =
             payment::breaker::Breaker::new(db.clone(), cfg.breaker_failures, cfg.breaker_cooldown);
         let gateway = payment::Gateway::new(&cfg.payment_gateway_url, cfg.payment_timeout);
@@ -107,7 +113,7 @@ impl Host<'_> {
     /// The owner's view follows the change feed; the acceptance deadline is kept here.
     async fn shop(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open(&cfg.database, "shop", &shop::MIGRATOR).await?;
+        let db = db::open_with(&cfg.database, "shop", &shop::MIGRATOR, db::SQLITE_WORKER).await?;
         let tasks = vec![
             self.spawn(
                 self.feed
@@ -130,7 +136,13 @@ impl Host<'_> {
     /// Offers and the rider's view (from the change feed); offer expiry is kept here.
     async fn delivery(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open(&cfg.database, "delivery", &delivery::MIGRATOR).await?;
+        let db = db::open_with(
+            &cfg.database,
+            "delivery",
+            &delivery::MIGRATOR,
+            db::SQLITE_WORKER,
+        )
+        .await?;
         if cfg.demo {
             delivery::seed_demo(&db, cfg.demo_riders).await?;
         }
@@ -162,7 +174,13 @@ impl Host<'_> {
     /// Notifications from the change feed, and the webhook relay when one is set.
     async fn notification(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open(&cfg.database, "notification", &notification::MIGRATOR).await?;
+        let db = db::open_with(
+            &cfg.database,
+            "notification",
+            &notification::MIGRATOR,
+            db::SQLITE_WORKER,
+        )
+        .await?;
         let mut tasks = vec![self.spawn(self.feed.clone().follow(
             feed::Follower::Notification {
                 db: db.clone(),
