@@ -5,7 +5,7 @@
 use crate::config::DatabaseUrl;
 use anyhow::Context as _;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::migrate::Migrator;
+pub use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 use std::time::Duration;
 

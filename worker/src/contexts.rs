@@ -40,6 +40,11 @@ impl Host<'_> {
         }
     }
 
+    /// The context's store, with a worker's share of SQLite connections.
+    async fn open(&self, context: &str, migrator: &db::Migrator) -> anyhow::Result<db::Db> {
+        db::open_with(&self.cfg.database, context, migrator, db::SQLITE_WORKER).await
+    }
+
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
         tokio::spawn(task)
     }
@@ -48,7 +53,7 @@ impl Host<'_> {
     /// the relay that publishes its outbox to the change feed.
     async fn order(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open_with(&cfg.database, "order", &order::MIGRATOR, db::SQLITE_WORKER).await?;
+        let db = self.open("order", &order::MIGRATOR).await?;
         // The schedule is the operators' safety net, not the order path:
         // a server that will not take it now must not keep orders waiting.
         if let Err(e) = ensure_reconciliation_schedule(cfg, self.client).await {
@@ -87,13 +92,7 @@ impl Host<'_> {
 
     async fn payment(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open_with(
-            &cfg.database,
-            "payment",
-            &payment::MIGRATOR,
-            db::SQLITE_WORKER,
-        )
-        .await?;
+        let db = self.open("payment", &payment::MIGRATOR).await?;
         let breaker =
             payment::breaker::Breaker::new(db.clone(), cfg.breaker_failures, cfg.breaker_cooldown);
         let gateway = payment::Gateway::new(&cfg.payment_gateway_url, cfg.payment_timeout);
@@ -113,7 +112,7 @@ impl Host<'_> {
     /// The owner's view follows the change feed; the acceptance deadline is kept here.
     async fn shop(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open_with(&cfg.database, "shop", &shop::MIGRATOR, db::SQLITE_WORKER).await?;
+        let db = self.open("shop", &shop::MIGRATOR).await?;
         let tasks = vec![
             self.spawn(
                 self.feed
@@ -136,13 +135,7 @@ impl Host<'_> {
     /// Offers and the rider's view (from the change feed); offer expiry is kept here.
     async fn delivery(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open_with(
-            &cfg.database,
-            "delivery",
-            &delivery::MIGRATOR,
-            db::SQLITE_WORKER,
-        )
-        .await?;
+        let db = self.open("delivery", &delivery::MIGRATOR).await?;
         if cfg.demo {
             delivery::seed_demo(&db, cfg.demo_riders).await?;
         }
@@ -174,13 +167,7 @@ impl Host<'_> {
     /// Notifications from the change feed, and the webhook relay when one is set.
     async fn notification(&self) -> anyhow::Result<Started> {
         let cfg = self.cfg;
-        let db = db::open_with(
-            &cfg.database,
-            "notification",
-            &notification::MIGRATOR,
-            db::SQLITE_WORKER,
-        )
-        .await?;
+        let db = self.open("notification", &notification::MIGRATOR).await?;
         let mut tasks = vec![self.spawn(self.feed.clone().follow(
             feed::Follower::Notification {
                 db: db.clone(),
