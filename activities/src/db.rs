@@ -115,3 +115,45 @@ pub fn restrict_to_owner(path: &str) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("making {path} private (0600)"))
 }
+
+/// `rows` copies of `row` joined by `sep`, each `?` in them numbered in turn
+/// from `$first`: `numbered(1, 2, "(?, ?, 0)", ", ")` is
+/// `($1, $2, 0), ($3, $4, 0)`. For statements that take many rows at once
+/// (every statement is a round trip to the store); the Any driver passes
+/// `$n` to SQLite and Postgres alike.
+pub fn numbered(first: usize, rows: usize, row: &str, sep: &str) -> String {
+    let mut out = String::new();
+    let mut n = first;
+    for i in 0..rows {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        for (j, part) in row.split('?').enumerate() {
+            if j > 0 {
+                out.push_str(&format!("${n}"));
+                n += 1;
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn placeholders_are_numbered_across_rows_from_the_first() {
+        assert_eq!(
+            numbered(1, 2, "(?, ?, 0)", ", "),
+            "($1, $2, 0), ($3, $4, 0)"
+        );
+        assert_eq!(
+            numbered(1, 2, "(a = ? AND b = ?)", " OR "),
+            "(a = $1 AND b = $2) OR (a = $3 AND b = $4)"
+        );
+        assert_eq!(numbered(3, 3, "?", ", "), "$3, $4, $5");
+        assert_eq!(numbered(1, 0, "(?)", ", "), "");
+    }
+}

@@ -8,7 +8,7 @@
 //! reads every free rider once, so the rules are those of a full scan:
 //! available, no delivery, no live offer, not excluded, not stale.
 
-use crate::db::Db;
+use crate::db::{Db, numbered};
 use crate::geo::{EARTH_RADIUS_M, distance_m};
 use h3o::{CellIndex, LatLng, Resolution};
 use std::cmp::Reverse;
@@ -201,8 +201,10 @@ impl<'a> Nearest<'a> {
             if cells.is_empty() {
                 return Ok(());
             }
-            let list: Vec<String> = (0..cells.len()).map(|i| format!("${}", i + 3)).collect();
-            sql.push_str(&format!(" AND cell IN ({})", list.join(", ")));
+            sql.push_str(&format!(
+                " AND cell IN ({})",
+                numbered(3, cells.len(), "?", ", ")
+            ));
         }
         let mut q = sqlx::query_as::<_, (String, f64, f64)>(&sql)
             .bind(self.rules.fresh_after)

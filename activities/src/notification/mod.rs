@@ -2,7 +2,7 @@
 //! recipient, kept in the feed and, when `NOTIFY_WEBHOOK_URL` is set, posted
 //! there by a relay that retries until accepted (at least once, with a dedupe key).
 
-use crate::db::Db;
+use crate::db::{Db, numbered};
 use crate::page::{Cursor, Page, PageRequest};
 use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
@@ -211,26 +211,11 @@ async fn announce(
     if rows.is_empty() {
         return Ok(());
     }
-    let mut feed = String::from(
-        "INSERT INTO notifications (dedupe_key, recipient, order_id, status, text, at, seq) VALUES ",
+    let feed = format!(
+        "INSERT INTO notifications (dedupe_key, recipient, order_id, status, text, at, seq) VALUES {}
+         ON CONFLICT (dedupe_key) DO NOTHING",
+        numbered(1, rows.len(), "(?, ?, ?, ?, ?, ?, ?)", ", ")
     );
-    for i in 0..rows.len() {
-        let n = 7 * i;
-        if i > 0 {
-            feed.push_str(", ");
-        }
-        feed.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5,
-            n + 6,
-            n + 7
-        ));
-    }
-    feed.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
     let mut feed_rows = sqlx::query(&feed);
     for r in &rows {
         feed_rows = feed_rows
@@ -246,16 +231,11 @@ async fn announce(
         feed_rows.execute(db).await?;
         return Ok(());
     }
-    let mut outbox = String::from(
-        "INSERT INTO outbox (dedupe_key, payload, attempts, next_attempt_at, delivered_at) VALUES ",
+    let outbox = format!(
+        "INSERT INTO outbox (dedupe_key, payload, attempts, next_attempt_at, delivered_at) VALUES {}
+         ON CONFLICT (dedupe_key) DO NOTHING",
+        numbered(1, rows.len(), "(?, ?, 0, 0, NULL)", ", ")
     );
-    for i in 0..rows.len() {
-        if i > 0 {
-            outbox.push_str(", ");
-        }
-        outbox.push_str(&format!("(${}, ${}, 0, 0, NULL)", 2 * i + 1, 2 * i + 2));
-    }
-    outbox.push_str(" ON CONFLICT (dedupe_key) DO NOTHING");
     let mut outbox_rows = sqlx::query(&outbox);
     for r in &rows {
         let payload = json!({"to": r.to, "orderId": o.order_id, "status": r.status, "text": r.text, "dedupeKey": r.key});

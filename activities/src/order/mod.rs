@@ -137,7 +137,7 @@ pub async fn record(db: &Db, change: &OrderChange) -> anyhow::Result<()> {
 
 /// The change feed's outbox, as the relay reads and clears it.
 pub mod outbox {
-    use crate::db::Db;
+    use crate::db::{Db, numbered};
 
     /// A recorded change not yet published: its dedupe id and its JSON.
     pub struct Pending {
@@ -178,17 +178,10 @@ pub mod outbox {
     /// store, and the relay runs once per recorded change.
     pub async fn published(db: &Db, done: &[Pending]) -> anyhow::Result<()> {
         for chunk in done.chunks(200) {
-            let mut sql = String::from("DELETE FROM order_changes WHERE ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(" OR ");
-                }
-                sql.push_str(&format!(
-                    "(order_id = ${} AND version = ${})",
-                    2 * i + 1,
-                    2 * i + 2
-                ));
-            }
+            let sql = format!(
+                "DELETE FROM order_changes WHERE {}",
+                numbered(1, chunk.len(), "(order_id = ? AND version = ?)", " OR ")
+            );
             let mut q = sqlx::query(&sql);
             for p in chunk {
                 q = q.bind(&p.order_id).bind(p.version);
