@@ -4,9 +4,9 @@
 //! partial index over the free riders' cells. The search reads the shop's
 //! cell with its neighbours, then ring after ring around them, ranking what
 //! it found by exact great-circle distance; it hands out a rider only once no
-//! rider beyond the rings read so far could be nearer. Far from any rider (past `MAX_RING`) it
-//! reads every free rider once, so the rules are those of a full scan:
-//! available, no delivery, no live offer, not excluded, not stale.
+//! rider beyond the rings read so far could be nearer. Far from any rider
+//! (past `MAX_RING`) it reads every free rider once, so the rules are those of
+//! a full scan: available, no delivery, no live offer, not excluded, not stale.
 
 use crate::db::{Db, numbered};
 use crate::geo::{EARTH_RADIUS_M, distance_m};
@@ -49,8 +49,9 @@ fn beyond_rings_m(lat: f64, lon: f64, origin: CellIndex, k: u32) -> f64 {
 /// (degrees): the cross-track distance when the foot of the perpendicular
 /// falls on the arc, else the distance to the nearer end.
 fn to_arc_m(p: (f64, f64), a: (f64, f64), b: (f64, f64)) -> f64 {
-    let ends = distance_m(p.0, p.1, a.0, a.1).min(distance_m(p.0, p.1, b.0, b.1));
-    let ap = distance_m(a.0, a.1, p.0, p.1) / EARTH_RADIUS_M;
+    let pa = distance_m(p.0, p.1, a.0, a.1);
+    let ends = pa.min(distance_m(p.0, p.1, b.0, b.1));
+    let ap = pa / EARTH_RADIUS_M;
     let ab = distance_m(a.0, a.1, b.0, b.1) / EARTH_RADIUS_M;
     let turn = bearing(a, p) - bearing(a, b);
     if turn.cos() <= 0.0 {
@@ -115,10 +116,10 @@ pub struct Nearest<'a> {
     lon: f64,
     origin: Option<CellIndex>,
     rules: Rules<'a>,
-    /// The outermost ring read so far (`None`: none yet); past `MAX_RING`, everything.
-    read: Option<u32>,
-    /// [`beyond_rings_m`] for the outermost ring read, once asked.
-    beyond: Option<(u32, f64)>,
+    /// The outermost ring read so far and how far from the shop everything
+    /// beyond it is ([`beyond_rings_m`]); `None`: none yet. Past `MAX_RING`,
+    /// everything.
+    read: Option<(u32, f64)>,
     everything: bool,
     seen: HashSet<String>,
     /// Min-heap by (distance in mm, id): ties go to the smaller id.
@@ -133,7 +134,6 @@ impl<'a> Nearest<'a> {
             origin: LatLng::new(lat, lon).ok().map(|p| p.to_cell(RESOLUTION)),
             rules,
             read: None,
-            beyond: None,
             everything: false,
             seen: HashSet::new(),
             found: BinaryHeap::new(),
@@ -146,8 +146,8 @@ impl<'a> Nearest<'a> {
             let nearest_mm = self.found.peek().map(|Reverse((mm, _))| *mm);
             let settled = match (nearest_mm, self.read) {
                 (Some(_), _) if self.everything => true,
-                (Some(mm), Some(k)) => (mm as f64 / 1000.0) <= self.beyond(k),
-                (Some(_), None) | (None, _) => false,
+                (Some(mm), Some((_, beyond_m))) => (mm as f64 / 1000.0) <= beyond_m,
+                _ => false,
             };
             if settled {
                 let Reverse((mm, id)) = self.found.pop().expect("peeked");
@@ -159,34 +159,21 @@ impl<'a> Nearest<'a> {
             if self.everything {
                 return Ok(None);
             }
-            let next = self.read.map_or(0, |k| k + 1);
+            let next = self.read.map_or(0, |(k, _)| k + 1);
             match self.origin {
                 Some(origin) if next <= MAX_RING => {
                     let upto = band_end(next);
                     let cells: Vec<CellIndex> =
                         (next..=upto).flat_map(|k| ring(origin, k)).collect();
                     self.load(db, Some(&cells)).await?;
-                    self.read = Some(upto);
+                    let beyond_m = beyond_rings_m(self.lat, self.lon, origin, upto);
+                    self.read = Some((upto, beyond_m));
                 }
                 _ => {
                     self.load(db, None).await?;
                     self.everything = true;
                 }
             }
-        }
-    }
-
-    /// How far from the shop everything outside the rings `0..=k` is.
-    fn beyond(&mut self, k: u32) -> f64 {
-        match (self.beyond, self.origin) {
-            (Some((read, m)), _) if read == k => m,
-            (_, Some(origin)) => {
-                let m = beyond_rings_m(self.lat, self.lon, origin, k);
-                self.beyond = Some((k, m));
-                m
-            }
-            // No cell, no rings: only the full read settles the search.
-            (_, None) => 0.0,
         }
     }
 
