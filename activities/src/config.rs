@@ -74,6 +74,9 @@ pub struct Config {
     /// the worker's sticky queue). 0: the SDK's default (4 sticky, 1 not).
     /// The default, 16, took the benchmark's place p99 from 7.0 s to 2.9 s.
     pub workflow_task_pollers: usize,
+    /// Threads of a worker's async runtime (`WORKER_THREADS`, default 1: see
+    /// `baedal-worker`'s main); more than 1 gives a multi-threaded runtime.
+    pub worker_threads: usize,
     /// How often the payment reconciliation runs (a Temporal Schedule).
     pub reconcile_interval: Duration,
     /// Charges younger than this are left to their own order's saga.
@@ -173,6 +176,10 @@ impl Config {
             sse_streams_max: num("SSE_STREAMS_MAX", 2000)?.clamp(1, 1_000_000) as usize,
             sse_max_lifetime: dur("SSE_MAX_LIFETIME", "30m")?,
             workflow_task_pollers: num("WORKFLOW_TASK_POLLERS", 16)?.min(1_000) as usize,
+            worker_threads: match num("WORKER_THREADS", 1)? {
+                0 => bail!("WORKER_THREADS=0: a worker needs at least one thread"),
+                n => n.min(1_024) as usize,
+            },
             reconcile_interval: dur("RECONCILE_INTERVAL", "5m")?,
             reconcile_min_age: dur("RECONCILE_MIN_AGE", "2m")?,
         })
@@ -325,6 +332,16 @@ mod tests {
         assert_eq!(c.database, DatabaseUrl::SqliteDir("./data".into()));
         assert_eq!(c.payment_timeout, Duration::from_millis(1000));
         assert_eq!(c.contexts.len(), 5);
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_and_refuse_what_is_not_a_count() {
+        assert_eq!(cfg(&[]).unwrap().worker_threads, 1);
+        assert_eq!(cfg(&[("WORKER_THREADS", " 4 ")]).unwrap().worker_threads, 4);
+        for bad in ["0", "-1", "two", ""] {
+            let e = format!("{:#}", cfg(&[("WORKER_THREADS", bad)]).unwrap_err());
+            assert!(e.contains("WORKER_THREADS"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -9,17 +9,16 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `WORKER_THREADS`: the threads that run the worker's tasks (activities,
-/// the change feed, gRPC and NATS I/O). One by default: the Temporal worker
-/// loops already run on the main thread (the SDK keeps workflows on a local
-/// task set), SQLite and the workflows have threads of their own, and
-/// handing tasks between runtime threads cost more than it gained. Back to
-/// back under the benchmark's load, one thread instead of the two-core
-/// default cut the workers' CPU against Temporal's by about a tenth
-/// (BENCHMARKS.md). A worker that needs more than a core gets a
+/// `WORKER_THREADS` (Config::worker_threads): the threads that run the
+/// worker's tasks (activities, the change feed, gRPC and NATS I/O). One by
+/// default: the Temporal worker loops already run on the main thread (the SDK
+/// keeps workflows on a local task set), SQLite and the workflows have
+/// threads of their own, and handing tasks between runtime threads cost more
+/// than it gained. Back to back under the benchmark's load, one thread
+/// instead of the two-core default cut the workers' CPU against Temporal's by
+/// about a tenth (BENCHMARKS.md). A worker that needs more than a core gets a
 /// multi-threaded runtime with `WORKER_THREADS` > 1, or more processes.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let threads = runtime_threads(std::env::var("WORKER_THREADS").ok())?;
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -30,21 +29,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(builder.enable_all().build()?)
 }
 
-/// `WORKER_THREADS` as set (None: unset).
-fn runtime_threads(var: Option<String>) -> anyhow::Result<usize> {
-    let Some(v) = var else { return Ok(1) };
-    v.trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| anyhow::anyhow!("WORKER_THREADS={v:?}: expected a whole number, 1 or more"))
-}
-
 fn main() -> anyhow::Result<()> {
-    runtime()?.block_on(serve())
-}
-
-async fn serve() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -76,25 +61,9 @@ async fn serve() -> anyhow::Result<()> {
     }
     let names: Vec<_> = contexts.iter().map(|c| c.name()).collect();
     tracing::info!(contexts = ?names, temporal = %cfg.temporal_address, "baedal-worker starting");
-    baedal_worker::run(cfg, &contexts, async {
+    runtime(cfg.worker_threads)?.block_on(baedal_worker::run(cfg, &contexts, async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::runtime_threads;
-
-    #[test]
-    fn worker_threads_default_to_one_and_refuse_what_is_not_a_count() {
-        assert_eq!(runtime_threads(None).unwrap(), 1);
-        assert_eq!(runtime_threads(Some(" 4 ".into())).unwrap(), 4);
-        for bad in ["0", "-1", "two", ""] {
-            let e = runtime_threads(Some(bad.into())).unwrap_err().to_string();
-            assert!(e.contains("WORKER_THREADS"), "{bad:?}: {e}");
-        }
-    }
+    }))
 }
