@@ -11,37 +11,60 @@ use std::time::Duration;
 
 pub type Db = AnyPool;
 
-/// SQLite connections of a pool that serves many readers at once (the API).
-pub const SQLITE_READERS: u32 = 8;
-/// SQLite connections of a worker's pool. A worker's statements are short
-/// and few at a time (a feed consumer applies one change after another), and
-/// SQLite writes one at a time anyway. Each connection is a thread of its own
-/// with its own page cache, which a write through another connection voids:
-/// with two, each stays warm and fewer threads are woken. Measured against
-/// eight back to back: the workers' CPU per order 5–8 % lower against
-/// Temporal's, their memory a fifth lower (BENCHMARKS.md).
-pub const SQLITE_WORKER: u32 = 2;
+/// How a process uses SQLite: how many connections, and on which thread their
+/// statements run.
+#[derive(Clone, Copy, Debug)]
+pub struct Sqlite {
+    /// Connections in the pool. Each has its own page cache, which a write
+    /// through any other connection voids.
+    pub connections: u32,
+    /// Statements run on the calling thread instead of a thread of the
+    /// connection's own (sqlx's patched driver, `statements=inline`). Handing
+    /// each statement to that thread and being woken with its result was the
+    /// largest cost of a worker: two thread wake-ups per statement, four for
+    /// `BEGIN` and for `COMMIT`. Inline, the calling thread is blocked while
+    /// SQLite works, including while it waits for another process's write
+    /// lock: right for a worker, whose statements are few and short; not for
+    /// the API, whose requests would wait behind each other's.
+    pub inline: bool,
+}
+
+/// The API: many readers at once, each on a connection's own thread.
+pub const SQLITE_READERS: Sqlite = Sqlite {
+    connections: 8,
+    inline: false,
+};
+/// A worker: its statements are short and few at a time (a feed consumer
+/// applies one change after another), and SQLite writes one at a time anyway.
+/// Two connections (against eight: the workers' CPU per order 5–8 % lower
+/// against Temporal's, their memory a fifth lower), statements inline
+/// (BENCHMARKS.md).
+pub const SQLITE_WORKER: Sqlite = Sqlite {
+    connections: 2,
+    inline: true,
+};
 
 /// Opens (creating if needed) the named context's database and migrates it,
-/// with [`SQLITE_READERS`] connections on SQLite.
+/// as [`SQLITE_READERS`] on SQLite.
 pub async fn open(url: &DatabaseUrl, context: &str, migrator: &Migrator) -> anyhow::Result<Db> {
     open_with(url, context, migrator, SQLITE_READERS).await
 }
 
-/// [`open`] with `sqlite_connections` connections on SQLite (Postgres: 10).
+/// [`open`], using SQLite as `sqlite` says (Postgres: 10 connections).
 pub async fn open_with(
     url: &DatabaseUrl,
     context: &str,
     migrator: &Migrator,
-    sqlite_connections: u32,
+    sqlite: Sqlite,
 ) -> anyhow::Result<Db> {
     install_default_drivers();
     let pool = match url {
         DatabaseUrl::SqliteDir(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
-            let url = format!("sqlite://{dir}/{context}.db?mode=rwc");
+            let statements = if sqlite.inline { "inline" } else { "thread" };
+            let url = format!("sqlite://{dir}/{context}.db?mode=rwc&statements={statements}");
             let pool = AnyPoolOptions::new()
-                .max_connections(sqlite_connections)
+                .max_connections(sqlite.connections)
                 // A connection to a local file does not drop: no ping before
                 // every use (it was ~3 % of a worker's CPU).
                 .test_before_acquire(false)
@@ -155,5 +178,130 @@ mod tests {
         );
         assert_eq!(numbered(3, 3, "?", ", "), "$3, $4, $5");
         assert_eq!(numbered(1, 0, "(?)", ", "), "");
+    }
+}
+
+/// The patched driver's inline statements (`SQLITE_WORKER`) behave as the
+/// threaded driver's do: transactions commit, roll back (explicitly, when
+/// dropped, after a failed statement), every row comes back, and a writer
+/// waits for another connection's write lock instead of failing.
+#[cfg(test)]
+mod inline_tests {
+    use super::{Db, SQLITE_READERS, SQLITE_WORKER, Sqlite, open_with};
+    use crate::config::DatabaseUrl;
+
+    async fn store(dir: &tempfile::TempDir, sqlite: Sqlite) -> Db {
+        let url = DatabaseUrl::SqliteDir(dir.path().display().to_string());
+        let db = open_with(&url, "scratch", &crate::notification::MIGRATOR, sqlite)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+            .execute(&db)
+            .await
+            .unwrap();
+        db
+    }
+
+    async fn keys(db: &Db) -> Vec<String> {
+        sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(db)
+            .await
+            .unwrap()
+    }
+
+    async fn put<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+        db: E,
+        k: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO t (k, v) VALUES ($1, 1)")
+            .bind(k)
+            .execute(db)
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn inline_statements_commit_roll_back_and_return_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir, SQLITE_WORKER).await;
+
+        let mut tx = db.begin().await.unwrap();
+        put(&mut *tx, "a").await.unwrap();
+        put(&mut *tx, "b").await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = db.begin().await.unwrap();
+        put(&mut *tx, "dropped").await.unwrap();
+        drop(tx);
+
+        let mut tx = db.begin().await.unwrap();
+        put(&mut *tx, "rolled back").await.unwrap();
+        tx.rollback().await.unwrap();
+
+        // A failed statement (the key exists) fails its transaction, which
+        // then rolls back as it drops; the connection is usable afterwards.
+        let mut tx = db.begin().await.unwrap();
+        put(&mut *tx, "c").await.unwrap();
+        assert!(put(&mut *tx, "a").await.is_err());
+        drop(tx);
+        assert_eq!(keys(&db).await, ["a", "b"]);
+
+        // More rows than the threaded driver's row channel holds (50).
+        for n in 0..120 {
+            put(&db, &format!("n{n:03}")).await.unwrap();
+        }
+        let all = keys(&db).await;
+        assert_eq!(all.len(), 122);
+        assert_eq!(all.last().map(String::as_str), Some("n119"));
+        let first: Option<String> =
+            sqlx::query_scalar("SELECT k FROM t WHERE k LIKE 'n%' ORDER BY k")
+                .fetch_optional(&db)
+                .await
+                .unwrap();
+        assert_eq!(first.as_deref(), Some("n000"));
+    }
+
+    #[tokio::test]
+    async fn an_inline_writer_waits_for_another_connections_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = store(&dir, SQLITE_WORKER).await;
+        // Another process's connection, on a thread and runtime of its own,
+        // holds the write lock until told to commit.
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (commit_tx, commit_rx) = std::sync::mpsc::channel::<()>();
+        let path = dir.path().display().to_string();
+        let holder = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let url = DatabaseUrl::SqliteDir(path);
+                let other = open_with(
+                    &url,
+                    "scratch",
+                    &crate::notification::MIGRATOR,
+                    SQLITE_READERS,
+                )
+                .await
+                .unwrap();
+                let mut tx = other.begin().await.unwrap();
+                put(&mut *tx, "first").await.unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || commit_rx.recv()).await;
+                tx.commit().await.unwrap();
+            });
+        });
+        locked_rx.recv().unwrap();
+        // Let the holder commit a little later, from a thread this one's
+        // blocking wait does not hold up.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            commit_tx.send(()).unwrap();
+        });
+        put(&inline, "second").await.unwrap();
+        release.join().unwrap();
+        holder.join().unwrap();
+        assert_eq!(keys(&inline).await, ["first", "second"]);
     }
 }
