@@ -11,60 +11,49 @@ use std::time::Duration;
 
 pub type Db = AnyPool;
 
-/// How a process uses SQLite: how many connections, and on which thread their
-/// statements run.
-#[derive(Clone, Copy, Debug)]
-pub struct Sqlite {
-    /// Connections in the pool. Each has its own page cache, which a write
-    /// through any other connection voids.
-    pub connections: u32,
-    /// Statements run on the calling thread instead of a thread of the
-    /// connection's own (sqlx's patched driver, `statements=inline`). Handing
-    /// each statement to that thread and being woken with its result was the
-    /// largest cost of a worker: two thread wake-ups per statement, four for
-    /// `BEGIN` and for `COMMIT`. Inline, the calling thread is blocked while
-    /// SQLite works, including while it waits for another process's write
-    /// lock: right for a worker, whose statements are few and short; not for
-    /// the API, whose requests would wait behind each other's.
-    pub inline: bool,
-}
-
-/// The API: many readers at once, each on a connection's own thread.
-pub const SQLITE_READERS: Sqlite = Sqlite {
-    connections: 8,
-    inline: false,
-};
-/// A worker: its statements are short and few at a time (a feed consumer
-/// applies one change after another), and SQLite writes one at a time anyway.
-/// Two connections (against eight: the workers' CPU per order 5–8 % lower
-/// against Temporal's, their memory a fifth lower), statements inline
+/// SQLite connections of a pool that serves many readers at once (the API).
+pub const SQLITE_READERS: u32 = 8;
+/// SQLite connections of a worker's pool. A worker's statements are short
+/// and few at a time (a feed consumer applies one change after another), and
+/// SQLite writes one at a time anyway. Each connection has its own page
+/// cache, which a write through another connection voids: with two, each
+/// stays warm. Measured against eight back to back: the workers' CPU per
+/// order 5–8 % lower against Temporal's, their memory a fifth lower
 /// (BENCHMARKS.md).
-pub const SQLITE_WORKER: Sqlite = Sqlite {
-    connections: 2,
-    inline: true,
-};
+pub const SQLITE_WORKER: u32 = 2;
 
 /// Opens (creating if needed) the named context's database and migrates it,
-/// as [`SQLITE_READERS`] on SQLite.
+/// with [`SQLITE_READERS`] connections on SQLite.
 pub async fn open(url: &DatabaseUrl, context: &str, migrator: &Migrator) -> anyhow::Result<Db> {
     open_with(url, context, migrator, SQLITE_READERS).await
 }
 
-/// [`open`], using SQLite as `sqlite` says (Postgres: 10 connections).
+/// [`open`] with `sqlite_connections` connections on SQLite (Postgres: 10).
+///
+/// SQLite statements run on the calling thread (`statements=inline`, the one
+/// option of sqlx's SQLite driver patched in `vendor/sqlx-sqlite`), not on a
+/// thread of the connection's own. Handing every statement to that thread and
+/// being woken with its result was the largest single cost of the workers and
+/// the API: two thread wake-ups per statement, four for `BEGIN` and for
+/// `COMMIT`. Back to back, inline statements cut the workers' CPU per order
+/// by about a fifth and the API's by about a quarter, against Temporal's
+/// (BENCHMARKS.md). The calling thread is blocked while SQLite works,
+/// including while it waits for another process's write lock, so a
+/// transaction awaits nothing but its own statements: another task's write
+/// on the same thread would wait for a lock that cannot be released.
 pub async fn open_with(
     url: &DatabaseUrl,
     context: &str,
     migrator: &Migrator,
-    sqlite: Sqlite,
+    sqlite_connections: u32,
 ) -> anyhow::Result<Db> {
     install_default_drivers();
     let pool = match url {
         DatabaseUrl::SqliteDir(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
-            let statements = if sqlite.inline { "inline" } else { "thread" };
-            let url = format!("sqlite://{dir}/{context}.db?mode=rwc&statements={statements}");
+            let url = format!("sqlite://{dir}/{context}.db?mode=rwc&statements=inline");
             let pool = AnyPoolOptions::new()
-                .max_connections(sqlite.connections)
+                .max_connections(sqlite_connections)
                 // A connection to a local file does not drop: no ping before
                 // every use (it was ~3 % of a worker's CPU).
                 .test_before_acquire(false)
@@ -181,18 +170,17 @@ mod tests {
     }
 }
 
-/// The patched driver's inline statements (`SQLITE_WORKER`) behave as the
-/// threaded driver's do: transactions commit, roll back (explicitly, when
+/// The patched driver's inline statements behave as the threaded driver's do: transactions commit, roll back (explicitly, when
 /// dropped, after a failed statement), every row comes back, and a writer
 /// waits for another connection's write lock instead of failing.
 #[cfg(test)]
 mod inline_tests {
-    use super::{Db, SQLITE_READERS, SQLITE_WORKER, Sqlite, open_with};
+    use super::{Db, SQLITE_READERS, SQLITE_WORKER, open_with};
     use crate::config::DatabaseUrl;
 
-    async fn store(dir: &tempfile::TempDir, sqlite: Sqlite) -> Db {
+    async fn store(dir: &tempfile::TempDir, connections: u32) -> Db {
         let url = DatabaseUrl::SqliteDir(dir.path().display().to_string());
-        let db = open_with(&url, "scratch", &crate::notification::MIGRATOR, sqlite)
+        let db = open_with(&url, "scratch", &crate::notification::MIGRATOR, connections)
             .await
             .unwrap();
         sqlx::query("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")

@@ -49,20 +49,24 @@ pub async fn seed_demo(db: &Db, riders: u32) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()
         }));
     }
-    let mut tx = db.begin().await?;
+    let mut accounts = Vec::with_capacity(missing.len());
     for chunk in hashed {
-        for (id, role, shop, hash) in chunk.await?? {
-            sqlx::query(
-                "INSERT INTO users (id, password_hash, role, shop_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(hash)
-            .bind(role)
-            .bind(shop.map(str::to_string))
-            .execute(&mut *tx)
-            .await?;
-        }
+        accounts.extend(chunk.await??);
+    }
+    // Every hash is made before the transaction starts: a transaction awaits
+    // nothing but its own statements (statements run inline, db::Sqlite).
+    let mut tx = db.begin().await?;
+    for (id, role, shop, hash) in accounts {
+        sqlx::query(
+            "INSERT INTO users (id, password_hash, role, shop_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(hash)
+        .bind(role)
+        .bind(shop.map(str::to_string))
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())
