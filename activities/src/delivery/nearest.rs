@@ -12,7 +12,8 @@ use crate::db::{Db, numbered};
 use crate::geo::{EARTH_RADIUS_M, distance_m};
 use h3o::{CellIndex, LatLng, Resolution};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
 
 pub const RESOLUTION: Resolution = Resolution::Eight;
 /// Rings read one by one before the search gives up on rings and reads the
@@ -43,6 +44,52 @@ fn beyond_rings_m(lat: f64, lon: f64, origin: CellIndex, k: u32) -> f64 {
         }
     }
     (nearest - 1.0).max(0.0)
+}
+
+/// Bounds already worked out, by shop position and ring. A shop stays where
+/// it is, so every order from it asks for the same few bounds, and each costs
+/// thousands of trigonometric calls (36 (k + 1) edges for ring k): they were
+/// most of what finding a rider cost the delivery worker.
+static BOUNDS: LazyLock<Mutex<Bounds>> = LazyLock::new(|| Mutex::new(Bounds::new(BOUNDS_KEPT)));
+/// Enough for every ring of a few hundred shops; about a megabyte at most.
+const BOUNDS_KEPT: usize = 32_768;
+
+/// [`beyond_rings_m`], remembered.
+fn beyond_rings_known_m(lat: f64, lon: f64, origin: CellIndex, k: u32) -> f64 {
+    let key = (lat.to_bits(), lon.to_bits(), k);
+    if let Some(m) = BOUNDS.lock().expect("bounds").get(key) {
+        return m;
+    }
+    let m = beyond_rings_m(lat, lon, origin, k);
+    BOUNDS.lock().expect("bounds").put(key, m);
+    m
+}
+
+/// A map that starts again empty when it is full: the bounds of the shops
+/// that are ordering from come back at once, and nothing grows without end.
+struct Bounds {
+    kept: usize,
+    map: HashMap<(u64, u64, u32), f64>,
+}
+
+impl Bounds {
+    fn new(kept: usize) -> Self {
+        Bounds {
+            kept,
+            map: HashMap::new(),
+        }
+    }
+
+    fn get(&self, key: (u64, u64, u32)) -> Option<f64> {
+        self.map.get(&key).copied()
+    }
+
+    fn put(&mut self, key: (u64, u64, u32), m: f64) {
+        if self.map.len() >= self.kept {
+            self.map.clear();
+        }
+        self.map.insert(key, m);
+    }
 }
 
 /// The great-circle distance from `p` to the shorter arc from `a` to `b`
@@ -166,7 +213,7 @@ impl<'a> Nearest<'a> {
                     let cells: Vec<CellIndex> =
                         (next..=upto).flat_map(|k| ring(origin, k)).collect();
                     self.load(db, Some(&cells)).await?;
-                    let beyond_m = beyond_rings_m(self.lat, self.lon, origin, upto);
+                    let beyond_m = beyond_rings_known_m(self.lat, self.lon, origin, upto);
                     self.read = Some((upto, beyond_m));
                 }
                 _ => {
@@ -382,6 +429,27 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The remembered bound is the one worked out, for every shop and ring
+    /// asked twice; the memory starts again when full instead of growing.
+    #[test]
+    fn remembered_bounds_are_the_bounds_and_their_number_is_capped() {
+        for (lat, lon) in [(37.4979, 127.0276), (37.51, 127.06), (-33.87, 151.21)] {
+            let origin = LatLng::new(lat, lon).unwrap().to_cell(RESOLUTION);
+            for k in 0..6 {
+                let worked_out = beyond_rings_m(lat, lon, origin, k);
+                assert_eq!(beyond_rings_known_m(lat, lon, origin, k), worked_out);
+                assert_eq!(beyond_rings_known_m(lat, lon, origin, k), worked_out);
+            }
+        }
+        let mut b = Bounds::new(3);
+        for k in 0..7 {
+            b.put((1, 2, k), f64::from(k));
+            assert!(b.map.len() <= 3);
+            assert_eq!(b.get((1, 2, k)), Some(f64::from(k)));
+        }
+        assert_eq!(b.get((1, 2, 0)), None);
     }
 
     /// The bound holds for every point outside the rings read (20,000
