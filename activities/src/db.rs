@@ -30,8 +30,8 @@ pub async fn open(url: &DatabaseUrl, context: &str, migrator: &Migrator) -> anyh
 
 /// [`open`] with `sqlite_connections` connections on SQLite (Postgres: 10).
 ///
-/// SQLite statements run on the calling thread (`statements=inline`, the one
-/// option of sqlx's SQLite driver patched in `vendor/sqlx-sqlite`), not on a
+/// SQLite statements run on the calling thread (`statements=inline`, the option
+/// patched into sqlx's SQLite driver in `vendor/sqlx-sqlite`), not on a
 /// thread of the connection's own. Handing every statement to that thread and
 /// being woken with its result was the largest single cost of the workers and
 /// the API: two thread wake-ups per statement, four for `BEGIN` and for
@@ -131,8 +131,8 @@ pub fn restrict_to_owner(path: &str) -> anyhow::Result<()> {
 /// `rows` copies of `row` joined by `sep`, each `?` in them numbered in turn
 /// from `$first`: `numbered(1, 2, "(?, ?, 0)", ", ")` is
 /// `($1, $2, 0), ($3, $4, 0)`. For statements that take many rows at once
-/// (every statement is a round trip to the store); the Any driver passes
-/// `$n` to SQLite and Postgres alike.
+/// (one statement instead of one per row); the Any driver passes `$n` to
+/// SQLite and Postgres alike.
 pub fn numbered(first: usize, rows: usize, row: &str, sep: &str) -> String {
     let mut out = String::new();
     let mut n = first;
@@ -170,9 +170,10 @@ mod tests {
     }
 }
 
-/// The patched driver's inline statements behave as the threaded driver's do: transactions commit, roll back (explicitly, when
-/// dropped, after a failed statement), every row comes back, and a writer
-/// waits for another connection's write lock instead of failing.
+/// The patched driver's inline statements behave as the threaded driver's
+/// do: transactions commit, roll back (explicitly, when dropped, after a
+/// failed statement), every row comes back, and a writer waits for another
+/// connection's write lock instead of failing.
 #[cfg(test)]
 mod inline_tests {
     use super::{Db, SQLITE_READERS, SQLITE_WORKER, open_with};
