@@ -195,3 +195,87 @@ async fn a_context_that_was_away_catches_up_in_order_and_each_change_applies_onc
     assert!(order::outbox::oldest(&orders, 10).await.unwrap().is_empty());
     let _ = stop.send(true);
 }
+
+/// Changes that reach a consumer together are applied in one transaction; one
+/// that the store refuses must not take the others down with it: they are
+/// applied one at a time then, and the refused one comes back until the store
+/// takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_store_refuses_holds_up_none_of_those_that_arrived_with_it() {
+    use OrderStatus::*;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let orders = db::open(&cfg.database, "order", &order::MIGRATOR)
+        .await
+        .unwrap();
+    let shops = db::open(&cfg.database, "shop", &shop::MIGRATOR)
+        .await
+        .unwrap();
+    // The owner's store refuses this one order, as a store can refuse a row
+    // (a constraint, a full disk) while taking others.
+    sqlx::query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON order_dtl
+         WHEN NEW.order_id = 'order-poison'
+         BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(&shops)
+    .await
+    .unwrap();
+    let feed = Feed::new(
+        &cfg,
+        Arc::new(PayloadCipher::new(&[9u8; 32])),
+        Arc::new(baedal_worker::metrics::Metrics::none()),
+    );
+    let (stop, stopped) = watch::channel(false);
+    let recorded = Arc::new(Notify::new());
+    tokio::spawn(
+        feed.clone()
+            .relay(orders.clone(), recorded.clone(), stopped.clone()),
+    );
+
+    // Recorded while the shop context is away, so they reach it together:
+    // the refused order among them, then two versions of each other order.
+    let ids: Vec<String> = (0..20).map(|i| format!("order-batch-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        order::record(&orders, &change(id, &[Paid], 0))
+            .await
+            .unwrap();
+        if i == 5 {
+            order::record(&orders, &change("order-poison", &[Paid], 0))
+                .await
+                .unwrap();
+        }
+    }
+    for id in &ids {
+        order::record(&orders, &change(id, &[Paid, Accepted], 1))
+            .await
+            .unwrap();
+    }
+    recorded.notify_one();
+    let outbox_empty = || async { order::outbox::oldest(&orders, 10).await.unwrap().is_empty() };
+    eventually("the relay empties the outbox", outbox_empty).await;
+
+    tokio::spawn(
+        feed.clone()
+            .follow(Follower::Shop(shops.clone()), stopped.clone()),
+    );
+    for id in &ids {
+        eventually("every other order reaches the owner's view", || async {
+            shop_status(&shops, id).await.as_deref() == Some("ACCEPTED")
+        })
+        .await;
+    }
+    assert_eq!(shop_status(&shops, "order-poison").await, None);
+
+    // The store takes it now: the change that came back is applied.
+    sqlx::query("DROP TRIGGER refuse_poison")
+        .execute(&shops)
+        .await
+        .unwrap();
+    eventually(
+        "the refused change is applied once the store takes it",
+        || async { shop_status(&shops, "order-poison").await.as_deref() == Some("PAID") },
+    )
+    .await;
+    let _ = stop.send(true);
+}
