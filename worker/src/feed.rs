@@ -10,9 +10,8 @@
 //!   `Nats-Msg-Id: <order id>:<version>`, so a row published twice (a relay
 //!   that crashed before deleting it, or two order workers) is stored once.
 //! - Each context's worker follows the stream with a durable consumer of its
-//!   own (`shop`, `delivery`, `notification`): it applies the changes that
-//!   have arrived to its own store, in order and in one transaction, and then
-//!   acknowledges them (one at a time if the store refuses one of them). A context that is down leaves its
+//!   own (`shop`, `delivery`, `notification`): it applies a change to its own
+//!   store and then acknowledges it. A context that is down leaves its
 //!   messages in the stream and catches up, in order, when it is back; the
 //!   others are not delayed. A message not acknowledged in time is delivered
 //!   again; applying one is idempotent (views keep only newer versions,
@@ -35,7 +34,7 @@ use prost::Message as _;
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_common::protos::temporal::api::common::v1::Payload;
-use tokio::sync::{Notify, OnceCell, watch};
+use tokio::sync::{Notify, watch};
 
 /// How long the stream keeps a change: long enough for a context that was down
 /// over a weekend to catch up.
@@ -54,13 +53,6 @@ const RELAY_BATCH: i64 = 256;
 const PULL_WAIT: Duration = Duration::from_secs(2);
 /// Messages one pull request asks for.
 const PULL_BATCH: usize = 64;
-/// How long a consumer that got a change waits for more to apply with it in
-/// one transaction. A change arrives about as the workflow records it, one at
-/// a time; views that are this much later cost nobody anything.
-const GATHER: Duration = Duration::from_millis(20);
-/// How long the relay, woken by a change, lets more gather before it reads the
-/// outbox: one round (a read, the publishes, a delete) for several rows.
-const RELAY_GATHER: Duration = Duration::from_millis(10);
 
 /// Which context a consumer applies changes for.
 #[derive(Clone)]
@@ -79,30 +71,14 @@ impl Follower {
         }
     }
 
-    /// Applies `changes`, in order, in one transaction of the context's store:
-    /// all of them or none.
-    async fn apply(&self, changes: &[OrderChange]) -> anyhow::Result<()> {
-        let db = match self {
-            Follower::Shop(db) | Follower::Delivery(db) | Follower::Notification { db, .. } => db,
-        };
-        let mut tx = db.begin().await?;
-        let mut delivered = Vec::new();
-        for change in changes {
-            match self {
-                Follower::Shop(_) => shop::apply_in(&mut tx, &change.order).await?,
-                Follower::Delivery(_) => {
-                    if delivery::apply_in(&mut tx, &change.order).await? {
-                        delivered.push(&change.order);
-                    }
-                }
-                Follower::Notification { webhook, .. } => {
-                    notification::apply_in(&mut tx, *webhook, change).await?
-                }
+    async fn apply(&self, change: &OrderChange) -> anyhow::Result<()> {
+        match self {
+            Follower::Shop(db) => shop::apply(db, &change.order).await,
+            Follower::Delivery(db) => delivery::apply(db, &change.order).await,
+            Follower::Notification { db, webhook } => {
+                notification::apply(db, *webhook, change).await
             }
         }
-        tx.commit().await?;
-        delivered.into_iter().for_each(delivery::delivered);
-        Ok(())
     }
 }
 
@@ -110,10 +86,6 @@ impl Follower {
 #[derive(Clone)]
 pub struct Feed {
     url: String,
-    /// One connection per process, shared by the relay and the consumers
-    /// (each had its own: a socket, a connection task and their wake-ups
-    /// apiece). Made on first use; the client reconnects by itself after.
-    client: Arc<OnceCell<async_nats::Client>>,
     stream: String,
     subject: String,
     cipher: Arc<PayloadCipher>,
@@ -125,7 +97,6 @@ impl Feed {
         let (stream, subject) = cfg.feed_stream();
         Feed {
             url: cfg.nats_url.clone(),
-            client: Arc::new(OnceCell::new()),
             stream,
             subject,
             cipher,
@@ -134,18 +105,13 @@ impl Feed {
     }
 
     async fn connect(&self) -> anyhow::Result<(jetstream::Context, stream::Stream)> {
-        let client = self
-            .client
-            .get_or_try_init(|| async {
-                async_nats::ConnectOptions::new()
-                    .name(format!("baedal@{}", std::process::id()))
-                    .connection_timeout(Duration::from_secs(5))
-                    .connect(&self.url)
-                    .await
-                    .with_context(|| format!("connecting to NATS at {}", self.url))
-            })
-            .await?;
-        let js = jetstream::new(client.clone());
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("baedal@{}", std::process::id()))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(&self.url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.url))?;
+        let js = jetstream::new(client);
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: self.stream.clone(),
@@ -223,12 +189,7 @@ impl Feed {
             // reading the outbox again to find it empty.
             if !full {
                 tokio::select! {
-                    _ = recorded.notified() => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(RELAY_GATHER) => {}
-                            _ = stop.changed() => return Ok(()),
-                        }
-                    }
+                    _ = recorded.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => return Ok(()),
                 }
@@ -311,104 +272,37 @@ impl Feed {
                 let Some(message) = message else {
                     break;
                 };
-                // With it, those that arrive within `GATHER`: they are applied
-                // in one transaction, so a stream of changes (and a backlog,
-                // when a context that was away catches up) costs a commit per
-                // round, not one each.
-                let mut messages = vec![message.map_err(|e| anyhow::anyhow!("{e}"))?];
-                let mut failed = None;
-                let mut stopping = false;
-                let gathered = tokio::time::sleep(GATHER);
-                tokio::pin!(gathered);
-                while messages.len() < PULL_BATCH {
-                    let next = tokio::select! {
-                        m = batch.next() => m,
-                        _ = &mut gathered => break,
-                        _ = stop.changed() => {
-                            stopping = true;
-                            break;
-                        }
-                    };
-                    match next {
-                        Some(Ok(m)) => messages.push(m),
-                        Some(Err(e)) => {
-                            failed = Some(anyhow::anyhow!("{e}"));
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                self.handle(follower, messages).await?;
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-                if stopping {
-                    return Ok(());
-                }
+                let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+                self.handle(follower, message).await?;
             }
         }
     }
 
-    /// Applies messages that arrived together and acknowledges them; a change
-    /// the context could not apply is asked for again later.
-    async fn handle(
-        &self,
-        follower: &Follower,
-        messages: Vec<jetstream::Message>,
-    ) -> anyhow::Result<()> {
+    /// Applies one message and acknowledges it, or asks for it again later.
+    async fn handle(&self, follower: &Follower, message: jetstream::Message) -> anyhow::Result<()> {
         let name = follower.durable_name();
-        let mut readable = Vec::with_capacity(messages.len());
-        for message in messages {
-            match self.open(&message.payload) {
-                Ok(change) => readable.push((message, change)),
-                Err(e) => {
-                    // Sealed with another key, or not ours: it can never be
-                    // applied here, and must not hold up the changes behind it.
-                    tracing::error!(consumer = name, error = %format!("{e:#}"), "dropping an unreadable change");
-                    self.metrics.feed_change(name, "dropped");
-                    ack(&message, AckKind::Ack).await?;
-                }
+        let applied = match self.open(&message.payload) {
+            Ok(change) => follower.apply(&change).await.map(|()| "applied"),
+            Err(e) => {
+                // Sealed with another key, or not ours: it can never be
+                // applied here, and must not hold up the changes behind it.
+                tracing::error!(consumer = name, error = %format!("{e:#}"), "dropping an unreadable change");
+                Ok("dropped")
+            }
+        };
+        let outcome = *applied.as_ref().unwrap_or(&"retried");
+        self.metrics.feed_change(name, outcome);
+        match applied {
+            Ok(_) => message.ack().await.map_err(|e| anyhow::anyhow!("{e}")),
+            Err(e) => {
+                tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
+                message
+                    .ack_with(AckKind::Nak(Some(RETRY_AFTER)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
             }
         }
-        if readable.len() > 1 {
-            let changes: Vec<_> = readable.iter().map(|(_, c)| c.clone()).collect();
-            match follower.apply(&changes).await {
-                Ok(()) => {
-                    for (message, _) in &readable {
-                        self.metrics.feed_change(name, "applied");
-                        ack(message, AckKind::Ack).await?;
-                    }
-                    return Ok(());
-                }
-                // One of them may be the one the store refuses: one at a
-                // time, the others still go through.
-                Err(e) => {
-                    tracing::debug!(consumer = name, error = %format!("{e:#}"), "applying changes together failed; one at a time");
-                }
-            }
-        }
-        for (message, change) in readable {
-            match follower.apply(std::slice::from_ref(&change)).await {
-                Ok(()) => {
-                    self.metrics.feed_change(name, "applied");
-                    ack(&message, AckKind::Ack).await?;
-                }
-                Err(e) => {
-                    tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
-                    self.metrics.feed_change(name, "retried");
-                    ack(&message, AckKind::Nak(Some(RETRY_AFTER))).await?;
-                }
-            }
-        }
-        Ok(())
     }
-}
-
-async fn ack(message: &jetstream::Message, kind: AckKind) -> anyhow::Result<()> {
-    message
-        .ack_with(kind)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn interrupted(what: &str, e: &anyhow::Error) {
