@@ -105,61 +105,90 @@ async fn notified(db: &Db, recipient: &str, id: &str) -> Vec<String> {
     rows.into_iter().map(|r| r.0).collect()
 }
 
+/// The order context's store and the relay that publishes its outbox, on a
+/// stream of the test's own; the contexts' consumers are started by each test.
+struct Relayed {
+    orders: Db,
+    feed: Feed,
+    recorded: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Relayed {
+    async fn start(cfg: &Config, key: u8) -> Self {
+        let orders = db::open(&cfg.database, "order", &order::MIGRATOR)
+            .await
+            .unwrap();
+        let feed = Feed::new(
+            cfg,
+            Arc::new(PayloadCipher::new(&[key; 32])),
+            Arc::new(baedal_worker::metrics::Metrics::none()),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let recorded = Arc::new(Notify::new());
+        tokio::spawn(
+            feed.clone()
+                .relay(orders.clone(), recorded.clone(), stopped.clone()),
+        );
+        Relayed {
+            orders,
+            feed,
+            recorded,
+            stop,
+            stopped,
+        }
+    }
+
+    async fn record(&self, change: &OrderChange) {
+        order::record(&self.orders, change).await.unwrap();
+    }
+
+    /// Wakes the relay and waits until it has published and cleared every row.
+    async fn publish(&self) {
+        self.recorded.notify_one();
+        eventually("the relay empties the outbox", || async {
+            order::outbox::oldest(&self.orders, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await;
+    }
+
+    fn follow(&self, follower: Follower) {
+        tokio::spawn(self.feed.clone().follow(follower, self.stopped.clone()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_that_was_away_catches_up_in_order_and_each_change_applies_once() {
     use OrderStatus::*;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let orders = db::open(&cfg.database, "order", &order::MIGRATOR)
-        .await
-        .unwrap();
+    let feed = Relayed::start(&cfg, 7).await;
     let shops = db::open(&cfg.database, "shop", &shop::MIGRATOR)
         .await
         .unwrap();
     let notes = db::open(&cfg.database, "notification", &notification::MIGRATOR)
         .await
         .unwrap();
-    let feed = Feed::new(
-        &cfg,
-        Arc::new(PayloadCipher::new(&[7u8; 32])),
-        Arc::new(baedal_worker::metrics::Metrics::none()),
-    );
-    let (stop, stopped) = watch::channel(false);
-    let recorded = Arc::new(Notify::new());
-    tokio::spawn(
-        feed.clone()
-            .relay(orders.clone(), recorded.clone(), stopped.clone()),
-    );
 
     // Changes recorded while no context follows: the relay publishes and
     // clears them; a version recorded twice leaves one outbox row.
     let id = "order-feed-1";
-    order::record(&orders, &change(id, &[Paid], 0))
-        .await
-        .unwrap();
-    order::record(&orders, &change(id, &[Paid, Accepted], 1))
-        .await
-        .unwrap();
-    order::record(&orders, &change(id, &[Paid, Accepted], 1))
-        .await
-        .unwrap();
-    recorded.notify_one();
-    let outbox_empty = || async { order::outbox::oldest(&orders, 10).await.unwrap().is_empty() };
-    eventually("the relay empties the outbox", outbox_empty).await;
+    feed.record(&change(id, &[Paid], 0)).await;
+    feed.record(&change(id, &[Paid, Accepted], 1)).await;
+    feed.record(&change(id, &[Paid, Accepted], 1)).await;
+    feed.publish().await;
     assert_eq!(shop_status(&shops, id).await, None, "no shop consumer yet");
 
     // The contexts come: each catches up from the stream, at its own pace.
-    tokio::spawn(
-        feed.clone()
-            .follow(Follower::Shop(shops.clone()), stopped.clone()),
-    );
-    tokio::spawn(feed.clone().follow(
-        Follower::Notification {
-            db: notes.clone(),
-            webhook: false,
-        },
-        stopped.clone(),
-    ));
+    feed.follow(Follower::Shop(shops.clone()));
+    feed.follow(Follower::Notification {
+        db: notes.clone(),
+        webhook: false,
+    });
     eventually("the owner's view catches up", || async {
         shop_status(&shops, id).await.as_deref() == Some("ACCEPTED")
     })
@@ -171,13 +200,10 @@ async fn a_context_that_was_away_catches_up_in_order_and_each_change_applies_onc
 
     // A version published again (a relay that crashed before clearing its
     // row) is stored once by the broker; applying it again changes nothing.
-    order::record(&orders, &change(id, &[Paid], 0))
-        .await
-        .unwrap();
-    order::record(&orders, &change(id, &[Paid, Accepted, Rejected], 2))
-        .await
-        .unwrap();
-    recorded.notify_one();
+    feed.record(&change(id, &[Paid], 0)).await;
+    feed.record(&change(id, &[Paid, Accepted, Rejected], 2))
+        .await;
+    feed.recorded.notify_one();
     eventually("the newest version wins", || async {
         shop_status(&shops, id).await.as_deref() == Some("REJECTED")
     })
@@ -192,22 +218,23 @@ async fn a_context_that_was_away_catches_up_in_order_and_each_change_applies_onc
         "each status once per recipient, in order"
     );
     assert_eq!(notified(&notes, "owner1", id).await.len(), 3);
-    assert!(order::outbox::oldest(&orders, 10).await.unwrap().is_empty());
-    let _ = stop.send(true);
+    assert!(
+        order::outbox::oldest(&feed.orders, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let _ = feed.stop.send(true);
 }
 
-/// Changes that reach a consumer together are applied in one transaction; one
-/// that the store refuses must not take the others down with it: they are
-/// applied one at a time then, and the refused one comes back until the store
-/// takes it.
+/// A change the context's store refuses is asked for again until the store
+/// takes it, and holds up none of the changes that reach the consumer with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_the_store_refuses_holds_up_none_of_those_that_arrived_with_it() {
     use OrderStatus::*;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let orders = db::open(&cfg.database, "order", &order::MIGRATOR)
-        .await
-        .unwrap();
+    let feed = Relayed::start(&cfg, 9).await;
     let shops = db::open(&cfg.database, "shop", &shop::MIGRATOR)
         .await
         .unwrap();
@@ -221,44 +248,22 @@ async fn a_change_the_store_refuses_holds_up_none_of_those_that_arrived_with_it(
     .execute(&shops)
     .await
     .unwrap();
-    let feed = Feed::new(
-        &cfg,
-        Arc::new(PayloadCipher::new(&[9u8; 32])),
-        Arc::new(baedal_worker::metrics::Metrics::none()),
-    );
-    let (stop, stopped) = watch::channel(false);
-    let recorded = Arc::new(Notify::new());
-    tokio::spawn(
-        feed.clone()
-            .relay(orders.clone(), recorded.clone(), stopped.clone()),
-    );
 
     // Recorded while the shop context is away, so they reach it together:
     // the refused order among them, then two versions of each other order.
     let ids: Vec<String> = (0..20).map(|i| format!("order-batch-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
-        order::record(&orders, &change(id, &[Paid], 0))
-            .await
-            .unwrap();
+        feed.record(&change(id, &[Paid], 0)).await;
         if i == 5 {
-            order::record(&orders, &change("order-poison", &[Paid], 0))
-                .await
-                .unwrap();
+            feed.record(&change("order-poison", &[Paid], 0)).await;
         }
     }
     for id in &ids {
-        order::record(&orders, &change(id, &[Paid, Accepted], 1))
-            .await
-            .unwrap();
+        feed.record(&change(id, &[Paid, Accepted], 1)).await;
     }
-    recorded.notify_one();
-    let outbox_empty = || async { order::outbox::oldest(&orders, 10).await.unwrap().is_empty() };
-    eventually("the relay empties the outbox", outbox_empty).await;
+    feed.publish().await;
 
-    tokio::spawn(
-        feed.clone()
-            .follow(Follower::Shop(shops.clone()), stopped.clone()),
-    );
+    feed.follow(Follower::Shop(shops.clone()));
     for id in &ids {
         eventually("every other order reaches the owner's view", || async {
             shop_status(&shops, id).await.as_deref() == Some("ACCEPTED")
@@ -277,5 +282,5 @@ async fn a_change_the_store_refuses_holds_up_none_of_those_that_arrived_with_it(
         || async { shop_status(&shops, "order-poison").await.as_deref() == Some("PAID") },
     )
     .await;
-    let _ = stop.send(true);
+    let _ = feed.stop.send(true);
 }

@@ -14,9 +14,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// default: the Temporal worker loops already run on the main thread (the SDK
 /// keeps workflows on a local task set), the workflows have a thread of
 /// their own, SQLite statements run on the calling thread (db::open_with),
-/// and handing tasks between runtime threads cost more than it gained. Back to back under the benchmark's load, one thread
-/// instead of the two-core default cut the workers' CPU against Temporal's by
-/// about a tenth (BENCHMARKS.md). A worker that needs more than a core gets a
+/// and handing tasks between runtime threads cost more than it gained. Back
+/// to back under the benchmark's load, one thread instead of the two-core
+/// default cut the workers' CPU against Temporal's by about a tenth
+/// (BENCHMARKS.md). A worker that needs more than a core gets a
 /// multi-threaded runtime with `WORKER_THREADS` > 1, or more processes.
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
