@@ -26,12 +26,38 @@ pub fn temporal_address() -> String {
     .clone()
 }
 
+/// A port for a server this process starts (Temporal, NATS, a metrics
+/// endpoint). It lies below the kernel's ephemeral range, so no `bind(0)` (the
+/// stacks' own API, gateway and webhook listeners) can take it between this
+/// call and the server binding it: once that happened, and the Temporal client
+/// of every test in the binary met an HTTP listener of another test's stack.
+/// Ports are handed out in turn from a start that differs per process, and one
+/// that something else holds is skipped.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low < LOW + 1_000 {
+        // No room below the range: take an ephemeral one, as before.
+        return StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let span = ephemeral_low - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {ephemeral_low}");
 }
 
 /// `temporal server start-dev` on `port`, with the search attributes the
@@ -1167,4 +1193,29 @@ macro_rules! on_both_stores {
             }
         }
     )+};
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_lie_outside_what_bind_zero_hands_out_and_differ() {
+        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for &p in &ports {
+            assert!(p < ephemeral_low, "{p} is in the ephemeral range");
+            StdListener::bind(("127.0.0.1", p)).expect("a handed-out port is free");
+        }
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
 }
