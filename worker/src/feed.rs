@@ -10,12 +10,13 @@
 //!   `Nats-Msg-Id: <order id>:<version>`, so a row published twice (a relay
 //!   that crashed before deleting it, or two order workers) is stored once.
 //! - Each context's worker follows the stream with a durable consumer of its
-//!   own (`shop`, `delivery`, `notification`): it applies a change to its own
-//!   store and then acknowledges it. A context that is down leaves its
-//!   messages in the stream and catches up, in order, when it is back; the
-//!   others are not delayed. A message not acknowledged in time is delivered
-//!   again; applying one is idempotent (views keep only newer versions,
-//!   notifications are keyed).
+//!   own (`shop`, `delivery`, `notification`): it applies the changes that
+//!   have arrived to its own store, in order and in one transaction, and then
+//!   acknowledges them (one at a time if the store refuses one of them). A
+//!   context that is down leaves its messages in the stream and catches up,
+//!   in order, when it is back; the others are not delayed. A message not
+//!   acknowledged in time is delivered again; applying one is idempotent
+//!   (views keep only newer versions, notifications are keyed).
 //!
 //! Messages are sealed with the payload key, as every Temporal payload is:
 //! a change holds the customer's phone number and address.
@@ -53,6 +54,13 @@ const RELAY_BATCH: i64 = 256;
 const PULL_WAIT: Duration = Duration::from_secs(2);
 /// Messages one pull request asks for.
 const PULL_BATCH: usize = 64;
+/// How long a consumer that got a change waits for more to apply with it in
+/// one transaction. A change arrives about as the workflow records it, one at
+/// a time; views that are this much later cost nobody anything.
+const GATHER: Duration = Duration::from_millis(20);
+/// How long the relay, woken by a change, lets more gather before it reads the
+/// outbox: one round (a read, the publishes, a delete) for several rows.
+const RELAY_GATHER: Duration = Duration::from_millis(10);
 
 /// Which context a consumer applies changes for.
 #[derive(Clone)]
@@ -71,14 +79,41 @@ impl Follower {
         }
     }
 
-    async fn apply(&self, change: &OrderChange) -> anyhow::Result<()> {
-        match self {
-            Follower::Shop(db) => shop::apply(db, &change.order).await,
-            Follower::Delivery(db) => delivery::apply(db, &change.order).await,
-            Follower::Notification { db, webhook } => {
-                notification::apply(db, *webhook, change).await
+    /// Applies `changes`, in order, in one transaction of the context's store:
+    /// all of them or none.
+    async fn apply(&self, changes: &[OrderChange]) -> anyhow::Result<()> {
+        let db = match self {
+            Follower::Shop(db) | Follower::Delivery(db) | Follower::Notification { db, .. } => db,
+        };
+        // Most changes precede the rider: nothing for the delivery view.
+        let changes: Vec<&OrderChange> = match self {
+            Follower::Delivery(_) => changes
+                .iter()
+                .filter(|c| delivery::in_view(&c.order))
+                .collect(),
+            _ => changes.iter().collect(),
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = db.begin().await?;
+        let mut delivered = Vec::new();
+        for change in changes {
+            match self {
+                Follower::Shop(_) => shop::apply_in(&mut tx, &change.order).await?,
+                Follower::Delivery(_) => {
+                    if delivery::apply_in(&mut tx, &change.order).await? {
+                        delivered.push(&change.order);
+                    }
+                }
+                Follower::Notification { webhook, .. } => {
+                    notification::apply_in(&mut tx, *webhook, change).await?
+                }
             }
         }
+        tx.commit().await?;
+        delivered.into_iter().for_each(delivery::delivered);
+        Ok(())
     }
 }
 
@@ -104,6 +139,10 @@ impl Feed {
         }
     }
 
+    /// A connection of the relay's or a consumer's own. One shared by all the
+    /// tasks of a process was tried: a connection and its wake-ups fewer, but
+    /// the saga tests then failed now and then (2 runs in 8) and the
+    /// cause was not found, while with one each they passed 11 runs in 11.
     async fn connect(&self) -> anyhow::Result<(jetstream::Context, stream::Stream)> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("baedal@{}", std::process::id()))
@@ -189,7 +228,12 @@ impl Feed {
             // reading the outbox again to find it empty.
             if !full {
                 tokio::select! {
-                    _ = recorded.notified() => {}
+                    _ = recorded.notified() => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(RELAY_GATHER) => {}
+                            _ = stop.changed() => return Ok(()),
+                        }
+                    }
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => return Ok(()),
                 }
@@ -272,37 +316,125 @@ impl Feed {
                 let Some(message) = message else {
                     break;
                 };
-                let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-                self.handle(follower, message).await?;
+                // With it, those that arrive within `GATHER`: they are applied
+                // in one transaction, so a stream of changes (and a backlog,
+                // when a context that was away catches up) costs a commit per
+                // round, not one each.
+                let first = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (messages, end) = gather(&mut batch, first, GATHER, &mut stop).await;
+                self.handle(follower, messages, &stop).await?;
+                match end {
+                    Gathered::More => {}
+                    Gathered::Expired => break,
+                    Gathered::Stopped => return Ok(()),
+                    Gathered::Failed(e) => return Err(e),
+                }
             }
         }
     }
 
-    /// Applies one message and acknowledges it, or asks for it again later.
-    async fn handle(&self, follower: &Follower, message: jetstream::Message) -> anyhow::Result<()> {
+    /// Applies messages that arrived together and acknowledges them; a change
+    /// the context could not apply is asked for again later.
+    /// Stops between messages once `stop` is set: those left are delivered
+    /// again after `ACK_WAIT`.
+    async fn handle(
+        &self,
+        follower: &Follower,
+        messages: Vec<jetstream::Message>,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         let name = follower.durable_name();
-        let applied = match self.open(&message.payload) {
-            Ok(change) => follower.apply(&change).await.map(|()| "applied"),
-            Err(e) => {
-                // Sealed with another key, or not ours: it can never be
-                // applied here, and must not hold up the changes behind it.
-                tracing::error!(consumer = name, error = %format!("{e:#}"), "dropping an unreadable change");
-                Ok("dropped")
-            }
-        };
-        let outcome = *applied.as_ref().unwrap_or(&"retried");
-        self.metrics.feed_change(name, outcome);
-        match applied {
-            Ok(_) => message.ack().await.map_err(|e| anyhow::anyhow!("{e}")),
-            Err(e) => {
-                tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
-                message
-                    .ack_with(AckKind::Nak(Some(RETRY_AFTER)))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))
+        let mut readable = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self.open(&message.payload) {
+                Ok(change) => readable.push((message, change)),
+                Err(e) => {
+                    // Sealed with another key, or not ours: it can never be
+                    // applied here, and must not hold up the changes behind it.
+                    tracing::error!(consumer = name, error = %format!("{e:#}"), "dropping an unreadable change");
+                    self.metrics.feed_change(name, "dropped");
+                    ack(&message, AckKind::Ack).await?;
+                }
             }
         }
+        if readable.len() > 1 {
+            let changes: Vec<_> = readable.iter().map(|(_, c)| c.clone()).collect();
+            match follower.apply(&changes).await {
+                Ok(()) => {
+                    for (message, _) in &readable {
+                        self.metrics.feed_change(name, "applied");
+                        ack(message, AckKind::Ack).await?;
+                    }
+                    return Ok(());
+                }
+                // One of them may be the one the store refuses: one at a
+                // time, the others still go through.
+                Err(e) => {
+                    tracing::debug!(consumer = name, error = %format!("{e:#}"), "applying changes together failed; one at a time");
+                }
+            }
+        }
+        for (message, change) in readable {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            match follower.apply(std::slice::from_ref(&change)).await {
+                Ok(()) => {
+                    self.metrics.feed_change(name, "applied");
+                    ack(&message, AckKind::Ack).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
+                    self.metrics.feed_change(name, "retried");
+                    ack(&message, AckKind::Nak(Some(RETRY_AFTER))).await?;
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+/// How [`gather`] ended.
+enum Gathered {
+    /// The wait or the count ran out: the pull may bring more.
+    More,
+    /// The pull request expired: a new one is needed.
+    Expired,
+    Stopped,
+    Failed(anyhow::Error),
+}
+
+/// `first` and the messages of `batch` that arrive within `wait` after it, up
+/// to `PULL_BATCH`.
+async fn gather(
+    batch: &mut pull::Batch,
+    first: jetstream::Message,
+    wait: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> (Vec<jetstream::Message>, Gathered) {
+    let mut messages = vec![first];
+    let gathered = tokio::time::sleep(wait);
+    tokio::pin!(gathered);
+    while messages.len() < PULL_BATCH {
+        let next = tokio::select! {
+            m = batch.next() => m,
+            _ = &mut gathered => return (messages, Gathered::More),
+            _ = stop.changed() => return (messages, Gathered::Stopped),
+        };
+        match next {
+            Some(Ok(m)) => messages.push(m),
+            Some(Err(e)) => return (messages, Gathered::Failed(anyhow::anyhow!("{e}"))),
+            None => return (messages, Gathered::Expired),
+        }
+    }
+    (messages, Gathered::More)
+}
+
+async fn ack(message: &jetstream::Message, kind: AckKind) -> anyhow::Result<()> {
+    message
+        .ack_with(kind)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn interrupted(what: &str, e: &anyhow::Error) {

@@ -8,7 +8,7 @@ use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
 use baedal_workflows::{OfferMade, OfferRequest, OrderSnapshot, OrderStatus, RiderOrder, ShopRef};
 use serde_json::json;
-use sqlx::FromRow;
+use sqlx::{AnyConnection, FromRow};
 use std::sync::Arc;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -272,12 +272,35 @@ impl DeliveryContext {
 /// offer held the rider until now); a finished one frees the rider. Only a
 /// version newer than the view's touches the rider, so a change that arrives
 /// late or twice never undoes a newer one. The delivery context's activity
-/// (orders before the change feed) and its feed consumer both write here.
+/// (orders before the change feed) writes here, its feed consumer through
+/// [`apply_in`].
 pub async fn apply(db: &Db, order: &OrderSnapshot) -> anyhow::Result<()> {
-    let Some(rider) = order.rider.as_ref() else {
+    if !in_view(order) {
         return Ok(());
-    };
+    }
     let mut tx = db.begin().await?;
+    let freed = apply_in(&mut tx, order).await?;
+    tx.commit().await?;
+    if freed {
+        delivered(order);
+    }
+    Ok(())
+}
+
+/// Whether the delivery view shows this state of the order: only once a rider
+/// holds it. Changes before that are skipped without touching the store.
+pub fn in_view(order: &OrderSnapshot) -> bool {
+    order.rider.is_some()
+}
+
+/// [`apply`] inside a transaction the caller holds and commits (the feed
+/// consumer applies the changes that arrived together in one). True when it
+/// delivered the order and freed its rider: [`delivered`] says so once the
+/// transaction is committed.
+pub async fn apply_in(tx: &mut AnyConnection, order: &OrderSnapshot) -> anyhow::Result<bool> {
+    let Some(rider) = order.rider.as_ref() else {
+        return Ok(false);
+    };
     let newer = sqlx::query(
         "INSERT INTO delivery_info (order_id, rider_id, status, doc, version, updated_at, placed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -322,11 +345,14 @@ pub async fn apply(db: &Db, order: &OrderSnapshot) -> anyhow::Result<()> {
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
-    if newer && order.status == OrderStatus::Delivered {
+    Ok(newer && order.status == OrderStatus::Delivered)
+}
+
+/// Logs a delivery whose rider [`apply_in`] freed, once that is committed.
+pub fn delivered(order: &OrderSnapshot) {
+    if let Some(rider) = &order.rider {
         tracing::info!(order_id = %order.order_id, rider = %rider.id, "delivered; rider free");
     }
-    Ok(())
 }
 
 /// Offers past their expiry whose orders have not been told yet, with the expiry.

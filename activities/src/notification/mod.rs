@@ -8,7 +8,7 @@ use crate::time::{now_ms, rfc3339};
 use baedal_workflows::activities::def;
 use baedal_workflows::{Announcement, HistoryEntry, OrderChange, OrderSnapshot, OrderStatus};
 use serde_json::json;
-use sqlx::FromRow;
+use sqlx::{AnyConnection, FromRow};
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_macros::activities;
@@ -166,21 +166,43 @@ impl NotificationContext {
     }
 }
 
-/// One recorded change from the change feed: its new statuses, announced.
-pub async fn apply(db: &Db, webhook: bool, change: &OrderChange) -> anyhow::Result<()> {
+/// One recorded change from the change feed, its new statuses announced, on a
+/// connection the caller holds: the feed consumer applies the changes that
+/// arrived together in one transaction.
+pub async fn apply_in(
+    conn: &mut AnyConnection,
+    webhook: bool,
+    change: &OrderChange,
+) -> anyhow::Result<()> {
     let new = change.order.history.get(change.since..).unwrap_or_default();
     if new.is_empty() {
         return Ok(());
     }
-    announce(db, webhook, &change.order, new).await
+    announce_in(conn, webhook, &change.order, new).await
+}
+
+/// [`announce_in`]; with the webhook, its two statements share a transaction.
+async fn announce(
+    db: &Db,
+    webhook: bool,
+    o: &OrderSnapshot,
+    changes: &[HistoryEntry],
+) -> anyhow::Result<()> {
+    if !webhook {
+        return announce_in(&mut *db.acquire().await?, webhook, o, changes).await;
+    }
+    let mut tx = db.begin().await?;
+    announce_in(&mut tx, webhook, o, changes).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Feed rows (and outbox rows for the webhook) of these status changes, one per
 /// recipient; repeats are ignored by key. Each table takes its rows in one
 /// statement (a change has a few recipients, and every statement is a round
-/// trip to the store); with the webhook, both statements share a transaction.
-async fn announce(
-    db: &Db,
+/// trip to the store).
+async fn announce_in(
+    conn: &mut AnyConnection,
     webhook: bool,
     o: &OrderSnapshot,
     changes: &[HistoryEntry],
@@ -227,8 +249,8 @@ async fn announce(
             .bind(r.at)
             .bind(r.seq);
     }
+    feed_rows.execute(&mut *conn).await?;
     if !webhook {
-        feed_rows.execute(db).await?;
         return Ok(());
     }
     let outbox = format!(
@@ -241,10 +263,7 @@ async fn announce(
         let payload = json!({"to": r.to, "orderId": o.order_id, "status": r.status, "text": r.text, "dedupeKey": r.key});
         outbox_rows = outbox_rows.bind(&r.key).bind(payload.to_string());
     }
-    let mut tx = db.begin().await?;
-    feed_rows.execute(&mut *tx).await?;
-    outbox_rows.execute(&mut *tx).await?;
-    tx.commit().await?;
+    outbox_rows.execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use baedal_workflows::OrderSnapshot;
 use baedal_workflows::activities::def;
 use serde::Serialize;
 use serde_json::json;
-use sqlx::FromRow;
+use sqlx::{AnyConnection, FromRow};
 use std::sync::Arc;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -137,9 +137,15 @@ impl ShopContext {
 }
 
 /// Writes the newest OrderDtl; an older or repeated version changes nothing.
-/// The shop context's activity (orders before the change feed) and its feed
-/// consumer both write through here.
+/// The shop context's activity (orders before the change feed) writes through
+/// here, its feed consumer through [`apply_in`].
 pub async fn apply(db: &Db, order: &OrderSnapshot) -> anyhow::Result<()> {
+    apply_in(&mut *db.acquire().await?, order).await
+}
+
+/// [`apply`] on a connection the caller holds: the feed consumer applies the
+/// changes that arrived together in one transaction.
+pub async fn apply_in(conn: &mut AnyConnection, order: &OrderSnapshot) -> anyhow::Result<()> {
     let placed_at = order.history.first().map_or(0, |h| h.at);
     sqlx::query(
         "INSERT INTO order_dtl (order_id, shop_id, status, doc, version, placed_at, seen_at)
@@ -155,7 +161,7 @@ pub async fn apply(db: &Db, order: &OrderSnapshot) -> anyhow::Result<()> {
     .bind(order.version as i64)
     .bind(placed_at)
     .bind(crate::time::now_ms())
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
