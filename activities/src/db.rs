@@ -62,6 +62,9 @@ pub async fn open_with(
                         // API and workers are separate processes sharing the file.
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        // Reads through a memory map of the file instead of a
+                        // read call per page (preads were ~5 % of a worker).
+                        conn.execute("PRAGMA mmap_size = 268435456").await?;
                         Ok(())
                     })
                 })
