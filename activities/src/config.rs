@@ -75,8 +75,11 @@ pub struct Config {
     /// The default, 16, took the benchmark's place p99 from 7.0 s to 2.9 s.
     pub workflow_task_pollers: usize,
     /// Threads of a worker's async runtime (`WORKER_THREADS`, default 1: see
-    /// `baedal-worker`'s main); more than 1 gives a multi-threaded runtime.
+    /// `runtime::build`); more than 1 gives a multi-threaded runtime.
     pub worker_threads: usize,
+    /// Threads of the API's async runtime (`API_THREADS`, default 1: see
+    /// `runtime::build`); more than 1 gives a multi-threaded runtime.
+    pub api_threads: usize,
     /// How often the payment reconciliation runs (a Temporal Schedule).
     pub reconcile_interval: Duration,
     /// Charges younger than this are left to their own order's saga.
@@ -109,6 +112,12 @@ impl Config {
                     .trim()
                     .parse()
                     .with_context(|| format!("{key}={v:?} is not a whole number")),
+            }
+        };
+        let threads = |key: &str| -> anyhow::Result<usize> {
+            match num(key, 1)? {
+                0 => bail!("{key}=0: a process needs at least one thread"),
+                n => Ok(n.min(1_024) as usize),
             }
         };
         let flag = |key: &str| -> anyhow::Result<bool> {
@@ -176,10 +185,8 @@ impl Config {
             sse_streams_max: num("SSE_STREAMS_MAX", 2000)?.clamp(1, 1_000_000) as usize,
             sse_max_lifetime: dur("SSE_MAX_LIFETIME", "30m")?,
             workflow_task_pollers: num("WORKFLOW_TASK_POLLERS", 16)?.min(1_000) as usize,
-            worker_threads: match num("WORKER_THREADS", 1)? {
-                0 => bail!("WORKER_THREADS=0: a worker needs at least one thread"),
-                n => n.min(1_024) as usize,
-            },
+            worker_threads: threads("WORKER_THREADS")?,
+            api_threads: threads("API_THREADS")?,
             reconcile_interval: dur("RECONCILE_INTERVAL", "5m")?,
             reconcile_min_age: dur("RECONCILE_MIN_AGE", "2m")?,
         })
@@ -341,6 +348,16 @@ mod tests {
         for bad in ["0", "-1", "two", ""] {
             let e = format!("{:#}", cfg(&[("WORKER_THREADS", bad)]).unwrap_err());
             assert!(e.contains("WORKER_THREADS"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn api_threads_default_to_one_and_refuse_what_is_not_a_count() {
+        assert_eq!(cfg(&[]).unwrap().api_threads, 1);
+        assert_eq!(cfg(&[("API_THREADS", "2")]).unwrap().api_threads, 2);
+        for bad in ["0", "-3", "many"] {
+            let e = format!("{:#}", cfg(&[("API_THREADS", bad)]).unwrap_err());
+            assert!(e.contains("API_THREADS"), "{bad:?}: {e}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod notification;
 pub mod order;
 pub mod page;
 pub mod payment;
+pub mod runtime;
 pub mod shop;
 pub mod time;
 

@@ -2,33 +2,13 @@
 //! `order` context also hosts the workflow). Defaults to `BAEDAL_CONTEXTS`, or all.
 
 use baedal_activities::config::{Config, parse_contexts};
+use baedal_activities::runtime;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: glibc's malloc and free were
 /// about a tenth of this process's CPU under load (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `WORKER_THREADS` (Config::worker_threads): the threads that run the
-/// worker's tasks (activities, the change feed, gRPC and NATS I/O). One by
-/// default: the Temporal worker loops already run on the main thread (the SDK
-/// keeps workflows on a local task set), the workflows have a thread of
-/// their own, SQLite statements run on the calling thread (db::open_with),
-/// and handing tasks between runtime threads cost more than it gained. Back
-/// to back under the benchmark's load, one thread instead of the two-core
-/// default cut the workers' CPU against Temporal's by about a tenth
-/// (BENCHMARKS.md). A worker that needs more than a core gets a
-/// multi-threaded runtime with `WORKER_THREADS` > 1, or more processes.
-fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    Ok(builder.enable_all().build()?)
-}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -62,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     }
     let names: Vec<_> = contexts.iter().map(|c| c.name()).collect();
     tracing::info!(contexts = ?names, temporal = %cfg.temporal_address, "baedal-worker starting");
-    runtime(cfg.worker_threads)?.block_on(baedal_worker::run(cfg, &contexts, async {
+    runtime::build(cfg.worker_threads)?.block_on(baedal_worker::run(cfg, &contexts, async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
