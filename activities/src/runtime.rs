@@ -7,8 +7,8 @@
 /// tasks between runtime threads cost more than it gained. The Temporal SDK
 /// keeps workflows on a thread of its own, and SQLite statements run on the
 /// calling thread (`db::open_with`). Back to back, one thread instead of two
-/// cut the workers' CPU against Temporal's by about a tenth, and the API's by
-/// about a sixth (BENCHMARKS.md).
+/// cut the workers' CPU against Temporal's by about a tenth, and the API's
+/// likewise (A/T 0.073 with two, 0.064-0.068 with one; BENCHMARKS.md).
 ///
 /// What it trades: a SQLite statement that waits for another process's write
 /// lock (up to its busy timeout) holds up every other task of the process on
