@@ -156,7 +156,10 @@ async fn caller_view_holds(st: &AppState, action: &Action<'_>, r: &ActionResult)
         _ => return,
     };
     let deadline = Instant::now() + VIEW_WAIT;
-    let mut pause = Duration::from_millis(2);
+    // Looking sooner than the feed's usual lag finds nothing (and each look is
+    // a query); after it, a look every 10 ms, then less often.
+    let mut pause = Duration::from_millis(10);
+    tokio::time::sleep(baedal_worker::feed::USUAL_LAG).await;
     loop {
         let held = match which {
             CallerView::Owner => {

@@ -61,6 +61,10 @@ const GATHER: Duration = Duration::from_millis(20);
 /// How long the relay, woken by a change, lets more gather before it reads the
 /// outbox: one round (a read, the publishes, a delete) for several rows.
 const RELAY_GATHER: Duration = Duration::from_millis(10);
+/// How long after a change is recorded the contexts' views usually hold it:
+/// the relay's and a consumer's gathering. A reader waiting for a view to
+/// catch up (the API's read-your-writes) looks no sooner.
+pub const USUAL_LAG: Duration = RELAY_GATHER.saturating_add(GATHER);
 
 /// Which context a consumer applies changes for.
 #[derive(Clone)]
