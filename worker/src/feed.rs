@@ -83,20 +83,19 @@ impl Follower {
         }
     }
 
+    /// Whether the context's store takes `change` at all: most changes
+    /// precede the rider, and the delivery view has nothing of them.
+    fn takes(&self, change: &OrderChange) -> bool {
+        !matches!(self, Follower::Delivery(_)) || delivery::in_view(&change.order)
+    }
+
     /// Applies `changes`, in order, in one transaction of the context's store:
     /// all of them or none.
     async fn apply(&self, changes: &[OrderChange]) -> anyhow::Result<()> {
         let db = match self {
             Follower::Shop(db) | Follower::Delivery(db) | Follower::Notification { db, .. } => db,
         };
-        // Most changes precede the rider: nothing for the delivery view.
-        let changes: Vec<&OrderChange> = match self {
-            Follower::Delivery(_) => changes
-                .iter()
-                .filter(|c| delivery::in_view(&c.order))
-                .collect(),
-            _ => changes.iter().collect(),
-        };
+        let changes: Vec<&OrderChange> = changes.iter().filter(|c| self.takes(c)).collect();
         if changes.is_empty() {
             return Ok(());
         }
@@ -338,9 +337,9 @@ impl Feed {
     }
 
     /// Applies messages that arrived together and acknowledges them; a change
-    /// the context could not apply is asked for again later.
-    /// Stops between messages once `stop` is set: those left are delivered
-    /// again after `ACK_WAIT`.
+    /// the context could not apply is asked for again later. Stops between
+    /// messages once `stop` is set: those left are delivered again after
+    /// `ACK_WAIT`.
     async fn handle(
         &self,
         follower: &Follower,
@@ -348,10 +347,13 @@ impl Feed {
         stop: &watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let name = follower.durable_name();
-        let mut readable = Vec::with_capacity(messages.len());
+        let (mut readable, mut changes) = (Vec::new(), Vec::new());
         for message in messages {
             match self.open(&message.payload) {
-                Ok(change) => readable.push((message, change)),
+                Ok(change) => {
+                    readable.push(message);
+                    changes.push(change);
+                }
                 Err(e) => {
                     // Sealed with another key, or not ours: it can never be
                     // applied here, and must not hold up the changes behind it.
@@ -361,11 +363,10 @@ impl Feed {
                 }
             }
         }
-        if readable.len() > 1 {
-            let changes: Vec<_> = readable.iter().map(|(_, c)| c.clone()).collect();
+        if changes.len() > 1 {
             match follower.apply(&changes).await {
                 Ok(()) => {
-                    for (message, _) in &readable {
+                    for message in &readable {
                         self.metrics.feed_change(name, "applied");
                         ack(message, AckKind::Ack).await?;
                     }
@@ -378,19 +379,19 @@ impl Feed {
                 }
             }
         }
-        for (message, change) in readable {
+        for (message, change) in readable.iter().zip(&changes) {
             if *stop.borrow() {
                 return Ok(());
             }
-            match follower.apply(std::slice::from_ref(&change)).await {
+            match follower.apply(std::slice::from_ref(change)).await {
                 Ok(()) => {
                     self.metrics.feed_change(name, "applied");
-                    ack(&message, AckKind::Ack).await?;
+                    ack(message, AckKind::Ack).await?;
                 }
                 Err(e) => {
                     tracing::warn!(consumer = name, error = %format!("{e:#}"), "applying a change failed; it comes back");
                     self.metrics.feed_change(name, "retried");
-                    ack(&message, AckKind::Nak(Some(RETRY_AFTER))).await?;
+                    ack(message, AckKind::Nak(Some(RETRY_AFTER))).await?;
                 }
             }
         }
