@@ -13,10 +13,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cfg = Config::from_env()?;
-    baedal_activities::runtime::build(cfg.api_threads)?.block_on(serve(cfg))
+    baedal_activities::runtime::build(cfg.api_threads)?.block_on(run(cfg))
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.http_addr).await?;
     tracing::info!(addr = %cfg.http_addr, temporal = %cfg.temporal_address, "baedal-api listening");
     let state = baedal_api::AppState::build(cfg).await?;

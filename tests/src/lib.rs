@@ -26,6 +26,14 @@ pub fn temporal_address() -> String {
     .clone()
 }
 
+/// The first port of the kernel's ephemeral range (what `bind(0)` hands out).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
 /// A port for a server this process starts (Temporal, NATS, a metrics
 /// endpoint). It lies below the kernel's ephemeral range, so no `bind(0)` (the
 /// stacks' own API, gateway and webhook listeners) can take it between this
@@ -37,10 +45,7 @@ pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     const LOW: u32 = 10_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
+    let ephemeral_low = u32::from(ephemeral_low());
     if ephemeral_low < LOW + 1_000 {
         // No room below the range: take an ephemeral one, as before.
         return StdListener::bind("127.0.0.1:0")
@@ -1201,13 +1206,7 @@ mod port_tests {
 
     #[test]
     fn free_ports_lie_outside_what_bind_zero_hands_out_and_differ() {
-        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ephemeral_low = ephemeral_low();
         let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
         for &p in &ports {
             assert!(p < ephemeral_low, "{p} is in the ephemeral range");
